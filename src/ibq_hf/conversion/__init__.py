@@ -1,0 +1,1 @@
+"""Strict converters for the official SEED-Voken IBQ checkpoints."""

@@ -1,0 +1,320 @@
+"""`IBQVQModel`: the IBQ image tokenizer as a diffusers model.
+
+``encoder → quant_conv → IBQQuantizer → post_quant_conv → decoder`` with the original module names,
+so ``state_dict()`` keys equal the released generator's (543 tensors for the ImageNet configs).
+Images are ``[B, 3, H, W]`` in ``[-1, 1]``; a 256² image gives a 16×16 grid of code indices.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
+from torch import nn
+
+from ..quantizer import IBQQuantizer
+from .vq_blocks import Decoder, Encoder
+
+__all__ = [
+    "TOKENIZER_PRESETS",
+    "IBQVQDecoderOutput",
+    "IBQVQEncoderOutput",
+    "IBQVQModel",
+    "IBQVQModelOutput",
+]
+
+_IMAGENET_ARCH = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "resolution": 256,
+    "ch": 128,
+    "ch_mult": (1, 1, 2, 2, 4),
+    "num_res_blocks": 4,
+    "attn_resolutions": (16,),
+    "dropout": 0.0,
+    "z_channels": 256,
+    "embed_dim": 256,
+    "beta": 0.25,
+    "use_entropy_loss": True,
+    "entropy_temperature": 0.01,
+    "sample_minimization_weight": 1.0,
+    "batch_maximization_weight": 1.0,
+}
+
+#: The released ImageNet-256 tokenizers (reference §1.2): identical but for the codebook size.
+TOKENIZER_PRESETS: dict[str, dict] = {
+    f"imagenet-{k}": {**_IMAGENET_ARCH, "num_embeddings": k} for k in (1024, 8192, 16384, 262144)
+}
+
+# Inputs whose values reach beyond this are almost certainly not in [-1, 1] (e.g. [0, 255]).
+_RANGE_WARN_LIMIT = 1.5
+
+
+@dataclass
+class IBQVQEncoderOutput(BaseOutput):
+    """Output of :meth:`IBQVQModel.encode`.
+
+    Args:
+        latents: ``[B, embed_dim, h, w]`` quantized latents (straight-through to the encoder and codebook).
+        indices: ``[B, h, w]`` int64 code indices (raster order when flattened).
+        quant_loss / sample_entropy / avg_entropy / entropy_loss: the quantizer's loss terms
+            (entropy terms are ``None`` when ``use_entropy_loss`` is off).
+    """
+
+    latents: torch.Tensor
+    indices: torch.Tensor
+    quant_loss: torch.Tensor | None = None
+    sample_entropy: torch.Tensor | None = None
+    avg_entropy: torch.Tensor | None = None
+    entropy_loss: torch.Tensor | None = None
+
+
+@dataclass
+class IBQVQDecoderOutput(BaseOutput):
+    """Output of :meth:`IBQVQModel.decode`: ``sample [B, 3, H, W]``, unclamped (roughly [-1, 1])."""
+
+    sample: torch.Tensor
+
+
+@dataclass
+class IBQVQModelOutput(BaseOutput):
+    """Output of :meth:`IBQVQModel.forward`: the reconstruction and everything a training step needs."""
+
+    sample: torch.Tensor
+    indices: torch.Tensor
+    quant_loss: torch.Tensor | None = None
+    sample_entropy: torch.Tensor | None = None
+    avg_entropy: torch.Tensor | None = None
+    entropy_loss: torch.Tensor | None = None
+    latents: torch.Tensor | None = None
+
+
+class IBQVQModel(ModelMixin, ConfigMixin):
+    r"""The IBQ visual tokenizer (taming-style VQGAN generator with the IBQ quantizer).
+
+    Parameters:
+        in_channels (`int`, defaults to 3): image channels.
+        out_channels (`int`, defaults to 3): reconstructed image channels.
+        resolution (`int`, defaults to 256): training resolution; decides which levels get attention
+            (a level at resolution ``r`` has attention iff ``r`` is in ``attn_resolutions``). Other input
+            sizes work as long as they are divisible by the downsampling factor.
+        ch (`int`, defaults to 128): base channel width.
+        ch_mult (`tuple[int]`, defaults to (1, 1, 2, 2, 4)): width multipliers per level; ``len(ch_mult) - 1``
+            stride-2 downsamplings.
+        num_res_blocks (`int`, defaults to 4): residual blocks per encoder level (decoder: one more).
+        attn_resolutions (`tuple[int]`, defaults to (16,)): resolutions with attention blocks.
+        dropout (`float`, defaults to 0.0): dropout inside residual blocks.
+        z_channels (`int`, defaults to 256): encoder output width.
+        embed_dim (`int`, defaults to 256): code width (``quant_conv``: z_channels → embed_dim).
+        num_embeddings (`int`, defaults to 16384): codebook size.
+        beta (`float`, defaults to 0.25): codebook-term weight of the quantization loss.
+        use_entropy_loss (`bool`, defaults to True): compute the entropy terms.
+        entropy_temperature (`float`, defaults to 0.01): temperature of the entropy softmax.
+        sample_minimization_weight / batch_maximization_weight (`float`, default 1.0): entropy weights.
+        quantizer_chunk_size (`int`, *optional*): codebook chunk of the memory-efficient quantizer
+            path; ``None`` chooses automatically (see :class:`~ibq_hf.IBQQuantizer`).
+    """
+
+    _supports_gradient_checkpointing = True
+    _skip_layerwise_casting_patterns = ["quantize"]
+    _keep_in_fp32_modules = ["quantize"]
+    _no_split_modules = ["ResnetBlock", "AttnBlock", "IBQQuantizer"]
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        resolution: int = 256,
+        ch: int = 128,
+        ch_mult: Sequence[int] = (1, 1, 2, 2, 4),
+        num_res_blocks: int = 4,
+        attn_resolutions: Sequence[int] = (16,),
+        dropout: float = 0.0,
+        z_channels: int = 256,
+        embed_dim: int = 256,
+        num_embeddings: int = 16384,
+        beta: float = 0.25,
+        use_entropy_loss: bool = True,
+        entropy_temperature: float = 0.01,
+        sample_minimization_weight: float = 1.0,
+        batch_maximization_weight: float = 1.0,
+        quantizer_chunk_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        arch = {
+            "ch": ch,
+            "ch_mult": tuple(ch_mult),
+            "num_res_blocks": num_res_blocks,
+            "attn_resolutions": tuple(attn_resolutions),
+            "resolution": resolution,
+            "z_channels": z_channels,
+            "dropout": dropout,
+        }
+        self.encoder = Encoder(in_channels=in_channels, **arch)
+        self.decoder = Decoder(out_channels=out_channels, **arch)
+        self.quantize = IBQQuantizer(
+            num_embeddings,
+            embed_dim,
+            beta=beta,
+            use_entropy_loss=use_entropy_loss,
+            entropy_temperature=entropy_temperature,
+            sample_minimization_weight=sample_minimization_weight,
+            batch_maximization_weight=batch_maximization_weight,
+            chunk_size=quantizer_chunk_size,
+        )
+        self.quant_conv = nn.Conv2d(z_channels, embed_dim, kernel_size=1)
+        self.post_quant_conv = nn.Conv2d(embed_dim, z_channels, kernel_size=1)
+        self._warned_input_range = False
+
+    # -- presets ------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_preset(cls, name: str | int, **overrides) -> IBQVQModel:
+        """A randomly initialised tokenizer with a released architecture.
+
+        ``name`` is ``"imagenet-1024"``, ``"imagenet-8192"``, ``"imagenet-16384"``, ``"imagenet-262144"``
+        or just the codebook size. Keyword arguments override config fields.
+        """
+        key = f"imagenet-{name}" if isinstance(name, int) or str(name).isdigit() else str(name)
+        if key not in TOKENIZER_PRESETS:
+            raise ValueError(f"Unknown tokenizer preset {name!r}; choose one of {sorted(TOKENIZER_PRESETS)}.")
+        return cls(**{**TOKENIZER_PRESETS[key], **overrides})
+
+    # -- properties ---------------------------------------------------------------------------------
+
+    @property
+    def downsample_factor(self) -> int:
+        """Pixels per latent position along each axis (16 for the released models)."""
+        return 2 ** (len(self.config.ch_mult) - 1)
+
+    @property
+    def num_embeddings(self) -> int:
+        return self.config.num_embeddings
+
+    # -- validation ---------------------------------------------------------------------------------
+
+    def _check_pixels(self, pixel_values: torch.Tensor) -> None:
+        if not isinstance(pixel_values, torch.Tensor):
+            raise TypeError(
+                f"pixel_values must be a torch.Tensor of shape [B, {self.config.in_channels}, H, W], "
+                f"got {type(pixel_values).__name__}."
+            )
+        if pixel_values.ndim != 4:
+            raise ValueError(
+                f"pixel_values must be 4-D [B, C, H, W], got shape {tuple(pixel_values.shape)}; "
+                "add a batch dimension with pixel_values.unsqueeze(0) for a single image."
+            )
+        if pixel_values.shape[1] != self.config.in_channels:
+            raise ValueError(
+                f"pixel_values has {pixel_values.shape[1]} channels but the tokenizer expects "
+                f"{self.config.in_channels} (shape {tuple(pixel_values.shape)}); convert images to RGB and "
+                "use channels-first layout [B, C, H, W]."
+            )
+        h, w = pixel_values.shape[-2:]
+        f = self.downsample_factor
+        if h % f or w % f:
+            raise ValueError(
+                f"Image size {h}x{w} is not divisible by the downsampling factor {f}; resize or crop to a "
+                f"multiple of {f} (e.g. {max(f, h // f * f)}x{max(f, w // f * f)})."
+            )
+        if not pixel_values.is_floating_point():
+            raise ValueError(
+                f"pixel_values must be a floating-point tensor in [-1, 1], got dtype {pixel_values.dtype}; "
+                "convert uint8 images with x.float() / 127.5 - 1."
+            )
+        if not self._warned_input_range and pixel_values.numel():
+            lo, hi = float(pixel_values.min()), float(pixel_values.max())
+            if lo < -_RANGE_WARN_LIMIT or hi > _RANGE_WARN_LIMIT:
+                self._warned_input_range = True
+                warnings.warn(
+                    f"pixel_values range [{lo:.3g}, {hi:.3g}] is far outside [-1, 1], the range the tokenizer "
+                    "was trained on; scale uint8 images with x / 127.5 - 1.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+
+    def _check_indices(self, indices: torch.Tensor) -> None:
+        if not isinstance(indices, torch.Tensor) or indices.ndim != 3:
+            shape = tuple(indices.shape) if isinstance(indices, torch.Tensor) else type(indices).__name__
+            raise ValueError(
+                f"indices must have shape [B, h, w], got {shape}; reshape raster-order tokens [B, h*w] "
+                "with indices.view(B, h, w)."
+            )
+        if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
+            raise ValueError(f"indices must be an integer tensor, got dtype {indices.dtype}.")
+        if indices.numel():
+            lo, hi = int(indices.min()), int(indices.max())
+            if lo < 0 or hi >= self.config.num_embeddings:
+                raise ValueError(
+                    f"indices must lie in [0, {self.config.num_embeddings}) for this codebook, got values in "
+                    f"[{lo}, {hi}]; were they produced by a tokenizer with a different codebook size?"
+                )
+
+    # -- API ----------------------------------------------------------------------------------------
+
+    def _encode_latents(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        self._check_pixels(pixel_values)
+        return self.quant_conv(self.encoder(pixel_values))
+
+    def encode(self, pixel_values: torch.Tensor, return_dict: bool = True) -> IBQVQEncoderOutput | tuple:
+        """Encode and quantize ``[B, 3, H, W]`` images: latents ``[B, D, h, w]``, indices ``[B, h, w]``, losses.
+
+        This is the training path (softmax over the codebook, losses, gradients to every code). For
+        inference-only tokenization use :meth:`tokenize`, which is much cheaper.
+        """
+        q = self.quantize(self._encode_latents(pixel_values))
+        if not return_dict:
+            return q.quantized, q.indices, q.quant_loss, q.sample_entropy, q.avg_entropy, q.entropy_loss
+        return IBQVQEncoderOutput(
+            latents=q.quantized,
+            indices=q.indices,
+            quant_loss=q.quant_loss,
+            sample_entropy=q.sample_entropy,
+            avg_entropy=q.avg_entropy,
+            entropy_loss=q.entropy_loss,
+        )
+
+    @torch.no_grad()
+    def tokenize(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Code indices ``[B, h, w]`` of ``[B, 3, H, W]`` images in ``[-1, 1]`` (no softmax, no loss, no grad)."""
+        return self.quantize.nearest_indices(self._encode_latents(pixel_values))
+
+    def decode(self, latents: torch.Tensor, return_dict: bool = True) -> IBQVQDecoderOutput | tuple:
+        """Decode quantized latents ``[B, embed_dim, h, w]`` to images ``[B, 3, h·f, w·f]`` (not clamped)."""
+        if latents.ndim != 4 or latents.shape[1] != self.config.embed_dim:
+            raise ValueError(
+                f"latents must have shape [B, {self.config.embed_dim}, h, w], got {tuple(latents.shape)}; "
+                "to decode code indices use decode_indices."
+            )
+        latents = latents.to(self.post_quant_conv.weight.dtype)
+        sample = self.decoder(self.post_quant_conv(latents))
+        if not return_dict:
+            return (sample,)
+        return IBQVQDecoderOutput(sample=sample)
+
+    def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        """Decode code indices ``[B, h, w]`` to images ``[B, 3, h·f, w·f]`` (not clamped)."""
+        self._check_indices(indices)
+        return self.decode(self.quantize.lookup(indices)).sample
+
+    def forward(self, pixel_values: torch.Tensor, return_dict: bool = True) -> IBQVQModelOutput | tuple:
+        """Reconstruct ``[B, 3, H, W]`` images; returns the reconstruction, indices and quantizer losses."""
+        enc = self.encode(pixel_values)
+        sample = self.decode(enc.latents).sample
+        if not return_dict:
+            return sample, enc.indices, enc.quant_loss, enc.sample_entropy, enc.avg_entropy, enc.entropy_loss
+        return IBQVQModelOutput(
+            sample=sample,
+            indices=enc.indices,
+            quant_loss=enc.quant_loss,
+            sample_entropy=enc.sample_entropy,
+            avg_entropy=enc.avg_entropy,
+            entropy_loss=enc.entropy_loss,
+            latents=enc.latents,
+        )
