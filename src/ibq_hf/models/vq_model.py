@@ -17,6 +17,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from ..errors import CheckpointKeyError
 from ..quantizer import IBQQuantizer
 from .vq_blocks import Decoder, Encoder
 
@@ -186,6 +187,29 @@ class IBQVQModel(ModelMixin, ConfigMixin):
             raise ValueError(f"Unknown tokenizer preset {name!r}; choose one of {sorted(TOKENIZER_PRESETS)}.")
         return cls(**{**TOKENIZER_PRESETS[key], **overrides})
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """``ModelMixin.from_pretrained`` that refuses incomplete weights instead of warning.
+
+        diffusers only logs missing or unexpected keys and leaves those parameters randomly
+        initialised; a tokenizer with a random layer silently produces garbage, so any mismatch raises
+        :class:`~ibq_hf.errors.CheckpointKeyError` listing the keys.
+        """
+        return_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        missing, unexpected = info.get("missing_keys", []), info.get("unexpected_keys", [])
+        mismatched = info.get("mismatched_keys", [])
+        if missing or unexpected or mismatched:
+            raise CheckpointKeyError(
+                f"IBQVQModel weights in {pretrained_model_name_or_path}",
+                missing=missing,
+                unexpected=unexpected,
+                mismatched=mismatched,
+                hint="The weight file is incomplete or belongs to another architecture; re-save it with "
+                "save_pretrained or re-run the conversion.",
+            )
+        return (model, info) if return_info else model
+
     # -- properties ---------------------------------------------------------------------------------
 
     @property
@@ -292,7 +316,9 @@ class IBQVQModel(ModelMixin, ConfigMixin):
                 f"latents must have shape [B, {self.config.embed_dim}, h, w], got {tuple(latents.shape)}; "
                 "to decode code indices use decode_indices."
             )
-        latents = latents.to(self.post_quant_conv.weight.dtype)
+        # Codes are fp32 (the quantizer is kept in fp32); feed the decoder its compute dtype. Norm layers
+        # hold it even under layerwise casting (diffusers never casts them to the storage dtype).
+        latents = latents.to(self.decoder.norm_out.weight.dtype)
         sample = self.decoder(self.post_quant_conv(latents))
         if not return_dict:
             return (sample,)

@@ -1,0 +1,276 @@
+"""Strict conversion of the official IBQ tokenizer checkpoints to :class:`~ibq_hf.IBQVQModel`.
+
+Accepted layouts (reference §1.6):
+
+* a Lightning checkpoint (``{"state_dict": ...}``) or a bare state dict;
+* raw generator weights (``encoder.*``, ``decoder.*``, ``quantize.embedding.weight``, ``quant_conv.*``,
+  ``post_quant_conv.*``) and/or their EMA shadows ``model_ema.<name without dots>``;
+* the tokenizer embedded in an AR checkpoint under ``first_stage_model.`` (``transformer.*`` ignored).
+
+Dropped on purpose: ``loss.*`` (discriminator, LPIPS), ``model_ema.decay``, ``model_ema.num_updates``,
+EMA shadows of the loss, ``colorize``. Every other key must map one-to-one onto the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..hub_utils import metrics_table, write_model_card
+from ..models.vq_model import _IMAGENET_ARCH, IBQVQModel
+from .common import CheckpointKeyError, check_shapes, load_original_checkpoint, load_original_yaml
+
+logger = logging.getLogger(__name__)
+
+EMA_PREFIX = "model_ema."
+EMBEDDED_PREFIX = "first_stage_model."
+_GENERATOR_ROOTS = ("encoder.", "decoder.", "quantize.", "quant_conv.", "post_quant_conv.")
+_EMA_BOOKKEEPING = {"model_ema.decay", "model_ema.num_updates"}
+
+#: Reported numbers of the released ImageNet-256 tokenizers (reference §7.1).
+REPORTED_TOKENIZER_RESULTS: dict[int, dict[str, Any]] = {
+    1024: {"repo": "TencentARC/IBQ-Tokenizer-1024", "rFID": 2.24, "LPIPS": 0.2580, "usage": "99%"},
+    8192: {"repo": "TencentARC/IBQ-Tokenizer-8192", "rFID": 1.87, "LPIPS": 0.2437, "usage": "98%"},
+    16384: {"repo": "TencentARC/IBQ-Tokenizer-16384", "rFID": 1.37, "LPIPS": 0.2235, "usage": "96%"},
+    262144: {"repo": "TencentARC/IBQ-Tokenizer-262144", "rFID": 1.00, "LPIPS": 0.2030, "usage": "84%"},
+}
+
+
+def flat_ema_name(name: str) -> str:
+    """``encoder.down.0.block.0.norm1.weight`` -> ``encoderdown0block0norm1weight`` (LitEma's naming)."""
+    return name.replace(".", "")
+
+
+def ema_name_table(param_names: list[str]) -> dict[str, str]:
+    """Map ``model_ema.<flat>`` keys to dotted parameter names; fails if two names flatten alike."""
+    table: dict[str, str] = {}
+    for name in param_names:
+        flat = EMA_PREFIX + flat_ema_name(name)
+        if flat in table:
+            raise ValueError(
+                f"EMA names are ambiguous for this architecture: {table[flat]!r} and {name!r} both flatten "
+                f"to {flat!r}, so EMA weights cannot be assigned. Convert the raw weights with use_ema=False."
+            )
+        table[flat] = name
+    return table
+
+
+def _strip_embedding_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Use the tokenizer embedded in an AR checkpoint when there is no top-level generator."""
+    has_plain = any(k.startswith(_GENERATOR_ROOTS) or k.startswith(EMA_PREFIX) for k in state)
+    if has_plain or not any(k.startswith(EMBEDDED_PREFIX) for k in state):
+        return state
+    logger.info("Using the tokenizer embedded under %r (AR checkpoint).", EMBEDDED_PREFIX)
+    return {k[len(EMBEDDED_PREFIX) :]: v for k, v in state.items() if k.startswith(EMBEDDED_PREFIX)}
+
+
+def _is_dropped(key: str) -> bool:
+    return (
+        key.startswith("loss.")
+        or key in _EMA_BOOKKEEPING
+        or key.startswith(EMA_PREFIX + "loss")
+        or key.startswith("colorize")
+        or ".kv_cache." in key
+    )
+
+
+def config_from_original_yaml(args: Mapping[str, Any]) -> dict[str, Any]:
+    """IBQVQModel config from the original ``model.init_args`` (``ddconfig``, ``n_embed``, ``embed_dim``, ...)."""
+    dd = args.get("ddconfig")
+    if not isinstance(dd, Mapping):
+        raise ValueError("The original config has no model.init_args.ddconfig section: it is not a tokenizer config.")
+    if dd.get("double_z", False):
+        raise ValueError("ddconfig.double_z=True (a KL autoencoder layout) is not an IBQ tokenizer.")
+    config = {
+        "in_channels": dd.get("in_channels", 3),
+        "out_channels": dd.get("out_ch", 3),
+        "resolution": dd.get("resolution", 256),
+        "ch": dd["ch"],
+        "ch_mult": tuple(dd["ch_mult"]),
+        "num_res_blocks": dd["num_res_blocks"],
+        "attn_resolutions": tuple(dd.get("attn_resolutions", ())),
+        "dropout": dd.get("dropout", 0.0),
+        "z_channels": dd["z_channels"],
+        "embed_dim": args["embed_dim"],
+        "num_embeddings": args["n_embed"],
+    }
+    for key in (
+        "beta",
+        "use_entropy_loss",
+        "entropy_temperature",
+        "sample_minimization_weight",
+        "batch_maximization_weight",
+    ):
+        if key in args:
+            config[key] = args[key]
+    return config
+
+
+def infer_config_from_weights(state: Mapping[str, torch.Tensor], resolution: int = 256) -> dict[str, Any]:
+    """Recover the architecture from raw generator weights (``resolution`` only places attention).
+
+    Falls back to the ImageNet architecture with the checkpoint's codebook size when only EMA weights
+    are present (every released tokenizer shares that architecture; the strict shape check catches
+    anything else and asks for ``--config``).
+    """
+    config = {**_IMAGENET_ARCH, "resolution": resolution}
+    if "encoder.conv_in.weight" not in state:
+        ema_codebook = state.get(EMA_PREFIX + "quantizeembeddingweight")
+        if ema_codebook is None:
+            raise CheckpointKeyError(
+                "IBQ tokenizer",
+                missing=["quantize.embedding.weight", EMA_PREFIX + "quantizeembeddingweight"],
+                hint="No generator weights were found; is this a tokenizer (or AR) checkpoint?",
+            )
+        config.update(num_embeddings=ema_codebook.shape[0], embed_dim=ema_codebook.shape[1])
+        return config
+
+    conv_in = state["encoder.conv_in.weight"]
+    ch = conv_in.shape[0]
+    levels = sorted({int(m.group(1)) for k in state if (m := re.match(r"encoder\.down\.(\d+)\.", k))})
+    blocks = {int(m.group(1)) for k in state if (m := re.match(r"encoder\.down\.0\.block\.(\d+)\.", k))}
+    ch_mult = tuple(state[f"encoder.down.{i}.block.0.conv1.weight"].shape[0] // ch for i in levels)
+    attn_levels = [i for i in levels if f"encoder.down.{i}.attn.0.q.weight" in state]
+    z_channels = state["encoder.conv_out.weight"].shape[0]
+    if "decoder.conv_in.weight" in state and state["decoder.conv_in.weight"].shape[1] != z_channels:
+        raise ValueError(
+            "encoder.conv_out and decoder.conv_in disagree on z_channels (double_z layout?); "
+            "pass the original YAML with --config."
+        )
+    codebook = state["quantize.embedding.weight"]
+    config.update(
+        in_channels=conv_in.shape[1],
+        out_channels=state["decoder.conv_out.weight"].shape[0] if "decoder.conv_out.weight" in state else 3,
+        ch=ch,
+        ch_mult=ch_mult,
+        num_res_blocks=len(blocks),
+        attn_resolutions=tuple(resolution // 2**i for i in attn_levels),
+        z_channels=z_channels,
+        embed_dim=codebook.shape[1],
+        num_embeddings=codebook.shape[0],
+    )
+    return config
+
+
+def select_generator_weights(
+    state: Mapping[str, torch.Tensor], model: IBQVQModel, use_ema: bool | None = None
+) -> tuple[dict[str, torch.Tensor], bool]:
+    """Pick the raw or the EMA weights of every generator parameter, strictly.
+
+    ``use_ema=None`` takes the EMA shadows when the checkpoint has any (what the published numbers
+    used), the raw weights otherwise. Returns ``(state_dict, used_ema)``.
+    """
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    table = ema_name_table(list(expected))
+    raw, ema, unexpected = {}, {}, []
+    for key, value in state.items():
+        if key in expected:
+            raw[key] = value
+        elif key in table:
+            ema[table[key]] = value
+        elif not _is_dropped(key):
+            unexpected.append(key)
+    if use_ema is None:
+        use_ema = bool(ema)
+    if use_ema and not ema:
+        raise CheckpointKeyError(
+            "IBQ tokenizer",
+            missing=[EMA_PREFIX + "<flattened parameter names>"],
+            hint="The checkpoint has no EMA weights (model_ema.*); convert the raw weights with --no-ema.",
+        )
+    chosen = ema if use_ema else raw
+    which = "EMA" if use_ema else "raw"
+    missing = set(expected) - set(chosen)
+    if unexpected or missing:
+        raise CheckpointKeyError(
+            f"IBQ tokenizer ({which} weights)",
+            missing=[k if not use_ema else f"{k} (as {EMA_PREFIX}{flat_ema_name(k)})" for k in missing],
+            unexpected=unexpected,
+            hint="If the architecture differs from the released one, pass the original YAML with --config.",
+        )
+    check_shapes(
+        f"IBQ tokenizer ({which} weights)",
+        expected,
+        chosen,
+        hint="Codebook or channel sizes differ from the inferred architecture; pass --config ORIGINAL.yaml.",
+    )
+    return chosen, use_ema
+
+
+def convert_tokenizer_checkpoint(
+    checkpoint_path: str | os.PathLike,
+    output_dir: str | os.PathLike | None = None,
+    config_path: str | os.PathLike | None = None,
+    use_ema: bool | None = None,
+    resolution: int = 256,
+) -> IBQVQModel:
+    """Convert an official IBQ tokenizer ``.ckpt`` into an :class:`IBQVQModel` (and save it).
+
+    Args:
+        checkpoint_path: the original checkpoint (tokenizer or AR; read with ``weights_only=True``).
+        output_dir: where to write ``config.json``, ``diffusion_pytorch_model.safetensors`` and a model
+            card; nothing is written when ``None``.
+        config_path: the original YAML (``model.init_args.ddconfig``, ``n_embed``, ...) for
+            architectures that cannot be inferred from the weights.
+        use_ema: ``True`` EMA weights (required), ``False`` raw weights, ``None`` EMA when present.
+        resolution: training resolution used to place attention when inferring from weights.
+
+    Returns:
+        The loaded model, in eval mode.
+    """
+    state = _strip_embedding_prefix(load_original_checkpoint(checkpoint_path))
+    if config_path is not None:
+        config = config_from_original_yaml(load_original_yaml(config_path))
+    else:
+        config = infer_config_from_weights(state, resolution=resolution)
+    model = IBQVQModel(**config)
+    weights, used_ema = select_generator_weights(state, model, use_ema)
+    model.load_state_dict(weights, strict=True)
+    model.eval()
+    if output_dir is not None:
+        save_converted_tokenizer(model, output_dir, source=Path(checkpoint_path).name, used_ema=used_ema)
+    return model
+
+
+def save_converted_tokenizer(model: IBQVQModel, output_dir: str | os.PathLike, source: str, used_ema: bool) -> None:
+    """Write safetensors weights, the config and a model card for a converted tokenizer."""
+    model.save_pretrained(output_dir, safe_serialization=True)
+    k = model.config.num_embeddings
+    reported = REPORTED_TOKENIZER_RESULTS.get(k)
+    metrics = None
+    if reported is not None:
+        metrics = (
+            "Reported by the IBQ authors on ImageNet 256×256 val (50k images, EMA weights):\n\n"
+            + metrics_table(
+                ["codebook", "rFID", "LPIPS", "codebook usage"],
+                [[k, reported["rFID"], reported["LPIPS"], reported["usage"]]],
+            )
+        )
+    write_model_card(
+        output_dir,
+        title=f"IBQ tokenizer ({k} codes)",
+        description=(
+            f"The IBQ visual tokenizer with a {k}-entry codebook: 256×256 images ↔ 16×16 code indices. "
+            f"Converted from the official checkpoint ({'EMA' if used_ema else 'raw, non-EMA'} weights)."
+        ),
+        source=f"`{source}`" + (f" from [{reported['repo']}](https://huggingface.co/{reported['repo']})" if reported else ""),
+        base_model=reported["repo"] if reported else None,
+        metrics=metrics,
+        library_name="diffusers",
+        tags=["ibq_hf", "vq-model"],
+        pipeline_tag=None,
+        usage=(
+            "import torch\n"
+            "from ibq_hf import IBQVQModel\n\n"
+            'tokenizer = IBQVQModel.from_pretrained("path/or/repo-id").eval()\n'
+            "images = torch.rand(1, 3, 256, 256) * 2 - 1  # RGB in [-1, 1]\n"
+            "indices = tokenizer.tokenize(images)          # [1, 16, 16] code indices\n"
+            "reconstruction = tokenizer.decode_indices(indices).clamp(-1, 1)"
+        ),
+    )
