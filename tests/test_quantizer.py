@@ -38,7 +38,14 @@ def _run(kind, z, codebook, w_q, w_q2, tau, chunk=None, token_block=None):
         z_q, z_q2, ind, hs, ha = ChunkedIBQFunction.apply(z, codebook, True, tau, chunk, token_block)
     loss = (z_q * w_q).sum() + (z_q2 * w_q2).sum() + 0.7 * hs - 1.3 * ha
     loss.backward()
-    return {"z_q": z_q.detach(), "ind": ind, "hs": hs.detach(), "ha": ha.detach(), "dz": z.grad, "dE": codebook.grad}
+    return {
+        "z_q": z_q.detach(),
+        "ind": ind,
+        "hs": hs.detach(),
+        "ha": ha.detach(),
+        "dz": z.grad,
+        "dE": codebook.grad,
+    }
 
 
 # (tokens, codes, dim, chunk, token block): one chunk, K not divisible by the chunk, odd token counts,
@@ -84,7 +91,9 @@ def test_chunked_fp32_is_as_accurate_as_dense_fp32(num_tokens, num_codes, dim, c
 
 def test_module_dense_and_chunked_agree(tiny_tokenizer_config):
     torch.manual_seed(0)
-    q = IBQQuantizer(1000, 16, use_entropy_loss=True, entropy_temperature=1.0, chunk_size=300, max_tile_elements=4096)
+    q = IBQQuantizer(
+        1000, 16, use_entropy_loss=True, entropy_temperature=1.0, chunk_size=300, max_tile_elements=4096
+    )
     z = torch.randn(3, 16, 5, 7, requires_grad=True)
     results = {}
     for impl in ("dense", "chunked"):
@@ -137,8 +146,14 @@ def test_quant_loss_value_and_beta_placement():
 def test_entropy_terms_match_a_direct_formula():
     torch.manual_seed(0)
     tau = 0.5
-    q = IBQQuantizer(50, 8, use_entropy_loss=True, entropy_temperature=tau, sample_minimization_weight=0.3,
-                     batch_maximization_weight=2.0)
+    q = IBQQuantizer(
+        50,
+        8,
+        use_entropy_loss=True,
+        entropy_temperature=tau,
+        sample_minimization_weight=0.3,
+        batch_maximization_weight=2.0,
+    )
     z = torch.randn(2, 8, 3, 4)
     logits = (z.permute(0, 2, 3, 1).reshape(-1, 8) @ q.embedding.weight.t()).double().detach().numpy() / tau
     p = np.exp(logits - logits.max(1, keepdims=True))
@@ -166,7 +181,9 @@ def test_inference_argmax_matches_dense_indices():
     dense = q(z, implementation="dense").indices
     assert torch.equal(q.nearest_indices(z), dense)
     flat = z.permute(0, 2, 3, 1).reshape(-1, 16)
-    assert torch.equal(nearest_code_indices(flat, q.embedding.weight, max_tile_elements=97), dense.reshape(-1))
+    assert torch.equal(
+        nearest_code_indices(flat, q.embedding.weight, max_tile_elements=97), dense.reshape(-1)
+    )
 
 
 def test_lookup_returns_code_vectors():

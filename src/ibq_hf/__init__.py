@@ -1,7 +1,7 @@
 """ibq-hf: a Hugging Face-native IBQ (Index Backpropagation Quantization) visual tokenizer and AR image model."""
 
+from .models.vq_model import IBQVQDecoderOutput, IBQVQEncoderOutput, IBQVQModel, IBQVQModelOutput
 from .quantizer import CodebookUsage, IBQQuantizer, IBQQuantizerOutput, codebook_usage
-from .models.vq_model import IBQVQModel, IBQVQModelOutput, IBQVQEncoderOutput, IBQVQDecoderOutput
 
 __version__ = "0.1.0"
 

@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     tok.add_argument("--checkpoint", required=True, help="original .ckpt file (Lightning or raw state dict)")
-    tok.add_argument("--output", required=True, help="output folder (loadable with IBQVQModel.from_pretrained)")
+    tok.add_argument(
+        "--output", required=True, help="output folder (loadable with IBQVQModel.from_pretrained)"
+    )
     tok.add_argument("--config", default=None, help="original YAML config, for non-default architectures")
     ema = tok.add_mutually_exclusive_group()
     ema.add_argument("--no-ema", action="store_true", help="convert the raw (non-EMA) weights")

@@ -143,7 +143,9 @@ def _forward_statistics(
         avg_probs = torch.zeros(num_codes, dtype=dtype, device=device)
     chunks = list(_blocks(num_codes, chunk_size))
     single = len(chunks) == 1
-    work_x = torch.empty(min(chunk_size, num_codes) * min(token_block, num_tokens), dtype=dtype, device=device)
+    work_x = torch.empty(
+        min(chunk_size, num_codes) * min(token_block, num_tokens), dtype=dtype, device=device
+    )
     work_e = torch.empty_like(work_x)
 
     for t0, t1 in _blocks(num_tokens, token_block):
@@ -234,7 +236,7 @@ class ChunkedIBQFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_zq, grad_zq2, _grad_indices, grad_sample, grad_avg):
         z, codebook, indices, row_max, log_sum, log_sum_sharp, token_entropy, avg_probs = ctx.saved_tensors
-        num_tokens, num_codes = z.shape[0], codebook.shape[0]
+        num_tokens = z.shape[0]
         inv_tau = 1.0 / ctx.temperature
         need_z, need_e = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         use_st = grad_zq is not None
@@ -340,7 +342,9 @@ def _backward_tiles(
 
 
 @torch.no_grad()
-def nearest_code_indices(z: torch.Tensor, codebook: torch.Tensor, max_tile_elements: int = 2**23) -> torch.Tensor:
+def nearest_code_indices(
+    z: torch.Tensor, codebook: torch.Tensor, max_tile_elements: int = 2**24
+) -> torch.Tensor:
     """``argmax_k z·E_k`` for ``z [T, D]`` in fp32 tiles: no softmax, no loss, no autograd."""
     num_tokens, num_codes = z.shape[0], codebook.shape[0]
     z = z.float()
@@ -394,12 +398,14 @@ class IBQQuantizer(nn.Module):
         sample_minimization_weight: float = 1.0,
         batch_maximization_weight: float = 1.0,
         chunk_size: int | None = None,
-        max_tile_elements: int = 2**23,
+        max_tile_elements: int = 2**24,
         dense_max_elements: int = 2**20,
     ) -> None:
         super().__init__()
         if num_embeddings < 1 or embedding_dim < 1:
-            raise ValueError(f"num_embeddings and embedding_dim must be positive, got {num_embeddings}, {embedding_dim}.")
+            raise ValueError(
+                f"num_embeddings and embedding_dim must be positive, got {num_embeddings}, {embedding_dim}."
+            )
         if entropy_temperature <= 0:
             raise ValueError(f"entropy_temperature must be > 0, got {entropy_temperature}.")
         if chunk_size is not None and chunk_size < 1:
@@ -427,7 +433,9 @@ class IBQQuantizer(nn.Module):
 
     def _check_latents(self, z: torch.Tensor) -> None:
         if z.ndim != 4:
-            raise ValueError(f"IBQQuantizer expects latents of shape [B, D, H, W], got a {z.ndim}-D tensor {tuple(z.shape)}.")
+            raise ValueError(
+                f"IBQQuantizer expects latents of shape [B, D, H, W], got a {z.ndim}-D tensor {tuple(z.shape)}."
+            )
         if z.shape[1] != self.embedding_dim:
             raise ValueError(
                 f"IBQQuantizer expects {self.embedding_dim} latent channels, got {z.shape[1]} (shape {tuple(z.shape)})."
@@ -483,7 +491,8 @@ class IBQQuantizer(nn.Module):
             entropy_loss = None
             if self.use_entropy_loss:
                 entropy_loss = (
-                    self.sample_minimization_weight * sample_entropy - self.batch_maximization_weight * avg_entropy
+                    self.sample_minimization_weight * sample_entropy
+                    - self.batch_maximization_weight * avg_entropy
                 )
             else:
                 sample_entropy = avg_entropy = None
@@ -592,7 +601,11 @@ class CodebookUsage:
         """Sum the counts over all processes of an initialised ``torch.distributed`` group (no-op otherwise)."""
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             backend = torch.distributed.get_backend()
-            device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+            device = (
+                torch.device("cuda", torch.cuda.current_device())
+                if backend == "nccl"
+                else torch.device("cpu")
+            )
             counts = self.counts.to(device)
             torch.distributed.all_reduce(counts)
             self.counts = counts.cpu()

@@ -25,7 +25,9 @@ def _lightning_checkpoint(model: IBQVQModel, with_raw=True, with_ema=True, extra
         if with_raw:
             state[prefix + name] = tensor.clone()
         if with_ema:  # EMA values differ from the raw ones
-            state[prefix + "model_ema." + flat_ema_name(name)] = tensor + torch.randn(tensor.shape, generator=g)
+            state[prefix + "model_ema." + flat_ema_name(name)] = tensor + torch.randn(
+                tensor.shape, generator=g
+            )
     if extras:
         state["loss.discriminator.main.0.weight"] = torch.randn(64, 3, 4, 4)
         state["loss.discriminator.main.3.num_batches_tracked"] = torch.tensor(5)
@@ -43,7 +45,9 @@ def source_model(tiny_tokenizer_config):
 
 
 def _expected_ema(model, ckpt, prefix=""):
-    return {name: ckpt["state_dict"][prefix + "model_ema." + flat_ema_name(name)] for name in model.state_dict()}
+    return {
+        name: ckpt["state_dict"][prefix + "model_ema." + flat_ema_name(name)] for name in model.state_dict()
+    }
 
 
 def test_converts_ema_weights_by_default_and_round_trips(source_model, tmp_path, images):
@@ -103,9 +107,19 @@ def test_embedded_first_stage_of_an_ar_checkpoint(source_model, tmp_path):
 
 def test_inferred_architecture_equals_source(source_model, tiny_tokenizer_config):
     config = infer_config_from_weights(source_model.state_dict(), resolution=16)
-    for key in ("ch", "ch_mult", "num_res_blocks", "attn_resolutions", "z_channels", "embed_dim", "num_embeddings"):
-        assert tuple(config[key]) == tuple(tiny_tokenizer_config[key]) if isinstance(config[key], tuple) else (
-            config[key] == tiny_tokenizer_config[key]
+    for key in (
+        "ch",
+        "ch_mult",
+        "num_res_blocks",
+        "attn_resolutions",
+        "z_channels",
+        "embed_dim",
+        "num_embeddings",
+    ):
+        assert (
+            tuple(config[key]) == tuple(tiny_tokenizer_config[key])
+            if isinstance(config[key], tuple)
+            else (config[key] == tiny_tokenizer_config[key])
         ), key
 
 
@@ -149,7 +163,7 @@ def test_missing_ema_shadow_is_listed(source_model, tmp_path):
     del ckpt["state_dict"]["model_ema.post_quant_convbias"]
     path = tmp_path / "x.ckpt"
     torch.save(ckpt, path)
-    with pytest.raises(CheckpointKeyError, match="post_quant_conv.bias"):
+    with pytest.raises(CheckpointKeyError, match=r"post_quant_conv\.bias"):
         convert_tokenizer_checkpoint(path, resolution=16)
 
 
@@ -188,7 +202,10 @@ def test_cli_convert_tokenizer(source_model, tmp_path, capsys):
     path = tmp_path / "x.ckpt"
     torch.save(_lightning_checkpoint(source_model), path)
     out = tmp_path / "cli"
-    assert main(["convert", "tokenizer", "--checkpoint", str(path), "--output", str(out), "--resolution", "16"]) == 0
+    assert (
+        main(["convert", "tokenizer", "--checkpoint", str(path), "--output", str(out), "--resolution", "16"])
+        == 0
+    )
     assert "Saved IBQVQModel (64 codes" in capsys.readouterr().out
     assert IBQVQModel.from_pretrained(out).config.num_embeddings == 64
     assert main(["convert", "tokenizer", "--checkpoint", str(path), "--output", str(out / "raw"),
@@ -198,7 +215,10 @@ def test_cli_convert_tokenizer(source_model, tmp_path, capsys):
 
 
 def test_cli_errors_are_one_clear_message(tmp_path, capsys):
-    assert main(["convert", "tokenizer", "--checkpoint", str(tmp_path / "nope.ckpt"), "--output", str(tmp_path)]) == 2
+    assert (
+        main(["convert", "tokenizer", "--checkpoint", str(tmp_path / "nope.ckpt"), "--output", str(tmp_path)])
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("ibq-hf: error: Checkpoint file not found") and "Traceback" not in err
     with pytest.raises(SystemExit):

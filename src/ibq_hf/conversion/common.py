@@ -27,7 +27,9 @@ def load_original_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint file not found: {path}. Pass the path of the original .ckpt file.")
+        raise FileNotFoundError(
+            f"Checkpoint file not found: {path}. Pass the path of the original .ckpt file."
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # the unpickler raises a variety of types

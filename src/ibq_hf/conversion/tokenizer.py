@@ -84,7 +84,9 @@ def config_from_original_yaml(args: Mapping[str, Any]) -> dict[str, Any]:
     """IBQVQModel config from the original ``model.init_args`` (``ddconfig``, ``n_embed``, ``embed_dim``, ...)."""
     dd = args.get("ddconfig")
     if not isinstance(dd, Mapping):
-        raise ValueError("The original config has no model.init_args.ddconfig section: it is not a tokenizer config.")
+        raise ValueError(
+            "The original config has no model.init_args.ddconfig section: it is not a tokenizer config."
+        )
     if dd.get("double_z", False):
         raise ValueError("ddconfig.double_z=True (a KL autoencoder layout) is not an IBQ tokenizer.")
     config = {
@@ -238,7 +240,9 @@ def convert_tokenizer_checkpoint(
     return model
 
 
-def save_converted_tokenizer(model: IBQVQModel, output_dir: str | os.PathLike, source: str, used_ema: bool) -> None:
+def save_converted_tokenizer(
+    model: IBQVQModel, output_dir: str | os.PathLike, source: str, used_ema: bool
+) -> None:
     """Write safetensors weights, the config and a model card for a converted tokenizer."""
     model.save_pretrained(output_dir, safe_serialization=True)
     k = model.config.num_embeddings
@@ -259,7 +263,8 @@ def save_converted_tokenizer(model: IBQVQModel, output_dir: str | os.PathLike, s
             f"The IBQ visual tokenizer with a {k}-entry codebook: 256×256 images ↔ 16×16 code indices. "
             f"Converted from the official checkpoint ({'EMA' if used_ema else 'raw, non-EMA'} weights)."
         ),
-        source=f"`{source}`" + (f" from [{reported['repo']}](https://huggingface.co/{reported['repo']})" if reported else ""),
+        source=f"`{source}`"
+        + (f" from [{reported['repo']}](https://huggingface.co/{reported['repo']})" if reported else ""),
         base_model=reported["repo"] if reported else None,
         metrics=metrics,
         library_name="diffusers",

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def Normalize(channels: int) -> nn.GroupNorm:  # noqa: N802 - the original's name, kept for readability
+def Normalize(channels: int) -> nn.GroupNorm:
     """GroupNorm with 32 groups and eps 1e-6, as the reference."""
     return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
 

@@ -196,7 +196,9 @@ class IBQVQModel(ModelMixin, ConfigMixin):
         :class:`~ibq_hf.errors.CheckpointKeyError` listing the keys.
         """
         return_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        model, info = super().from_pretrained(
+            pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+        )
         missing, unexpected = info.get("missing_keys", []), info.get("unexpected_keys", [])
         mismatched = info.get("mismatched_keys", [])
         if missing or unexpected or mismatched:
