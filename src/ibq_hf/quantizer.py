@@ -262,7 +262,8 @@ class ChunkedIBQFunction(torch.autograd.Function):
             if grad_zq2 is not None:
                 direct = grad_zq2 if direct is None else direct + grad_zq2
             if direct is not None:
-                grad_e.index_add_(0, indices, direct)
+                # index_put_ with accumulate: same sums as index_add_, much faster on CPU for few rows
+                grad_e.index_put_((indices,), direct, accumulate=True)
         return grad_z, grad_e, None, None, None, None
 
 
