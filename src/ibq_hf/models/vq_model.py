@@ -15,6 +15,7 @@ import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
+from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch import nn
 
 from ..errors import CheckpointKeyError
@@ -288,6 +289,7 @@ class IBQVQModel(ModelMixin, ConfigMixin):
         self._check_pixels(pixel_values)
         return self.quant_conv(self.encoder(pixel_values))
 
+    @apply_forward_hook
     def encode(self, pixel_values: torch.Tensor, return_dict: bool = True) -> IBQVQEncoderOutput | tuple:
         """Encode and quantize ``[B, 3, H, W]`` images: latents ``[B, D, h, w]``, indices ``[B, h, w]``, losses.
 
@@ -306,11 +308,13 @@ class IBQVQModel(ModelMixin, ConfigMixin):
             entropy_loss=q.entropy_loss,
         )
 
+    @apply_forward_hook
     @torch.no_grad()
     def tokenize(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Code indices ``[B, h, w]`` of ``[B, 3, H, W]`` images in ``[-1, 1]`` (no softmax, no loss, no grad)."""
         return self.quantize.nearest_indices(self._encode_latents(pixel_values))
 
+    @apply_forward_hook
     def decode(self, latents: torch.Tensor, return_dict: bool = True) -> IBQVQDecoderOutput | tuple:
         """Decode quantized latents ``[B, embed_dim, h, w]`` to images ``[B, 3, h·f, w·f]`` (not clamped)."""
         if latents.ndim != 4 or latents.shape[1] != self.config.embed_dim:
@@ -326,6 +330,7 @@ class IBQVQModel(ModelMixin, ConfigMixin):
             return (sample,)
         return IBQVQDecoderOutput(sample=sample)
 
+    @apply_forward_hook
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
         """Decode code indices ``[B, h, w]`` to images ``[B, 3, h·f, w·f]`` (not clamped)."""
         self._check_indices(indices)
