@@ -126,6 +126,13 @@ def main() -> None:
     parser.add_argument(
         "--reference-repeats", type=int, default=1, help="repeats of the slow baseline at K>=2^18"
     )
+    parser.add_argument(
+        "--dense-max-codebook",
+        type=int,
+        default=16384,
+        help="skip ibq-hf's dense path above this codebook size (it is the reference algorithm; the baseline "
+        "row already measures it)",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS / "quantizer.json")
     parser.add_argument("--_child", nargs=2, metavar=("K", "IMPL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -138,6 +145,8 @@ def main() -> None:
     results = []
     for k in args.codebook:
         for impl in args.impl:
+            if impl == "dense" and k > args.dense_max_codebook:
+                continue
             repeats = args.reference_repeats if (impl != "chunked" and k >= 2**18) else args.repeats
             cmd = [sys.executable, __file__, "--repeats", str(repeats), "--_child", str(k), impl]
             proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -1,15 +1,24 @@
 """The ``ibq-hf`` command line: thin argument parsing over the library.
 
-Errors caused by the user's input (bad paths, mismatched checkpoints, bad arguments) are printed as
-``ibq-hf: error: ...`` with exit status 2, never as a traceback.
+Commands: ``convert {tokenizer,ar,pipeline}``, ``generate`` (class-conditional samples as an image grid) and
+``reconstruct`` (tokenize + decode pictures). Errors caused by the user's input (bad paths, mismatched
+checkpoints, unknown class names, bad arguments) are printed as ``ibq-hf: error: ...`` with exit status 2,
+never as a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import math
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+_DTYPES = ("float32", "bfloat16", "float16")
 
 
 def _convert_tokenizer(args: argparse.Namespace) -> None:
@@ -32,6 +41,197 @@ def _convert_ar(args: argparse.Namespace) -> None:
     model = convert_ar_checkpoint(args.checkpoint, args.output, config_path=args.config)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"Saved IBQARForImageGeneration ({n_params:,} parameters) to {args.output}")
+
+
+def _convert_pipeline(args: argparse.Namespace) -> None:
+    from .conversion.pipeline import convert_pipeline_checkpoint
+
+    pipe = convert_pipeline_checkpoint(
+        args.checkpoint, args.output, config_path=args.config, resolution=args.resolution
+    )
+    n_params = sum(p.numel() for p in pipe.transformer.parameters())
+    print(
+        f"Saved IBQPipeline (tokenizer with {pipe.vqvae.config.num_embeddings} codes, transformer with "
+        f"{n_params:,} parameters) to {args.output}"
+    )
+
+
+@contextlib.contextmanager
+def _loading_bars(show: bool) -> Iterator[None]:
+    """Hide diffusers/transformers weight-loading progress bars (shown with --verbose); restores the setting."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    switched = []
+    if not show:
+        for module in (diffusers_logging, transformers_logging):
+            if module.is_progress_bar_enabled():
+                module.disable_progress_bar()
+                switched.append(module)
+    try:
+        yield
+    finally:
+        for module in switched:
+            module.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def _naming_the_model(model: str) -> Iterator[None]:
+    """Prefix loading errors (often raised deep inside huggingface_hub) with the --model they concern."""
+    try:
+        yield
+    except (OSError, ValueError) as err:
+        kind = OSError if isinstance(err, OSError) else ValueError
+        raise kind(f"Could not load --model {model!r}: {err}") from err
+
+
+def _torch_setup(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(device, dtype) from --device / --dtype; the device defaults to CUDA when there is one."""
+    import torch
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was requested but no CUDA device is available; use --device cpu.")
+    return device, getattr(torch, args.dtype)
+
+
+def _parse_class(value: str) -> int | str:
+    """``"207"`` → 207; anything else is a class name."""
+    value = value.strip()
+    return int(value) if re.fullmatch(r"\d+", value) else value
+
+
+def _check_image_path(output: str) -> Path:
+    """Checked before any work, so a typo does not cost a whole generation run."""
+    path = Path(output)
+    if path.suffix.lower() not in {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}:
+        raise ValueError(f"--output {output!r} needs an image extension such as .png or .jpg.")
+    return path
+
+
+def _write_image(image: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+def _generate(args: argparse.Namespace) -> None:
+    import torch
+    from diffusers.utils import make_image_grid
+
+    from .pipeline import IBQPipeline
+
+    if args.num_images < 1:
+        raise ValueError(f"--num-images must be >= 1, got {args.num_images}.")
+    output = _check_image_path(args.output)
+    device, dtype = _torch_setup(args)
+    with _loading_bars(args.verbose), _naming_the_model(args.model):
+        pipe = IBQPipeline.from_pretrained(
+            args.model, revision=args.revision, local_files_only=args.local_files_only, dtype=dtype
+        )
+    if args.cpu_offload:
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+    classes = [_parse_class(c) for c in args.classes]
+    total = len(classes) * args.num_images
+    # Image i (row-major in the grid) always uses seed + i, whatever else is generated with it.
+    generators = [torch.Generator().manual_seed(args.seed + i) for i in range(total)]
+    images = pipe(
+        class_labels=classes,
+        num_images_per_prompt=args.num_images,
+        generator=generators,
+        guidance_scale=args.guidance_scale,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        do_sample=False if args.greedy else None,
+    ).images
+    path = _write_image(make_image_grid(images, rows=len(classes), cols=args.num_images), output)
+    width, height = images[0].size
+    print(
+        f"Saved a {len(classes)}×{args.num_images} grid of {width}×{height} images (classes "
+        f"{', '.join(map(repr, classes))}; seeds {args.seed}..{args.seed + total - 1}) to {path}"
+    )
+
+
+def _load_tokenizer(model: str, revision: str | None, local_files_only: bool, dtype: Any) -> Any:
+    """The tokenizer of a pipeline (its ``vqvae/`` folder, without loading the AR model) or of a tokenizer folder."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    from .models.vq_model import IBQVQModel
+
+    kwargs = {"revision": revision, "local_files_only": local_files_only, "dtype": dtype}
+    local = Path(model)
+    if local.is_dir():
+        is_pipeline = (local / "model_index.json").is_file()
+    elif local.exists() or model.startswith((".", "/", "~")):
+        raise FileNotFoundError(
+            "no such folder (expected a saved pipeline or tokenizer folder, or a Hub repo id)."
+        )
+    else:
+        try:
+            hf_hub_download(model, "model_index.json", revision=revision, local_files_only=local_files_only)
+            is_pipeline = True
+        except EntryNotFoundError:  # includes "not in the local cache" when offline: try the tokenizer layout
+            is_pipeline = False
+    if is_pipeline:
+        return IBQVQModel.from_pretrained(model, subfolder="vqvae", **kwargs)
+    return IBQVQModel.from_pretrained(model, **kwargs)
+
+
+def _reconstruct(args: argparse.Namespace) -> None:
+    import PIL.Image
+    import torch
+    from diffusers.utils import make_image_grid
+
+    from .pipeline import images_to_tensor, numpy_to_pil, reconstruct
+
+    output = _check_image_path(args.output)
+    device, dtype = _torch_setup(args)
+    with _loading_bars(args.verbose), _naming_the_model(args.model):
+        vqvae = _load_tokenizer(args.model, args.revision, args.local_files_only, dtype).to(device)
+    resolution = vqvae.config.resolution if args.resolution is None else args.resolution
+    resolution = None if resolution == 0 else resolution
+    pictures = []
+    for name in args.images:
+        with PIL.Image.open(name) as image:
+            pictures.append(image.convert("RGB"))
+    result = reconstruct(vqvae, pictures, resolution=resolution, output_type="pt")
+    originals = (images_to_tensor(pictures, resolution) + 1) / 2
+    recons = result.images.float().cpu()
+    for name, original, recon, indices in zip(args.images, originals, recons, result.indices):
+        mse = float(torch.mean((original - recon) ** 2))
+        psnr = 10 * math.log10(1.0 / mse) if mse > 0 else float("inf")
+        h, w = original.shape[-2:]
+        print(f"{name}: {w}×{h} -> {indices.shape[1]}×{indices.shape[0]} tokens, PSNR {psnr:.2f} dB")
+    tiles = numpy_to_pil(recons.permute(0, 2, 3, 1).numpy())
+    rows = 1
+    if args.side_by_side:
+        tiles = numpy_to_pil(originals.permute(0, 2, 3, 1).numpy()) + tiles
+        rows = 2
+    path = _write_image(make_image_grid(tiles, rows=rows, cols=len(args.images)), output)
+    if args.save_indices:
+        import numpy as np
+
+        indices_path = Path(args.save_indices)
+        indices_path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(indices_path, result.indices.cpu().numpy())
+        print(f"Saved token ids {tuple(result.indices.shape)} to {indices_path}")
+    print(f"Saved {'originals (top) and ' if args.side_by_side else ''}reconstructions to {path}")
+
+
+def _add_loading_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--model", required=True, help=f"{what}: a local folder or a Hub repo id")
+    parser.add_argument("--revision", default=None, help="Hub branch, tag or commit (default: main)")
+    parser.add_argument(
+        "--local-files-only", action="store_true", help="never touch the network (use the local Hub cache)"
+    )
+    parser.add_argument(
+        "--device", default=None, help="torch device, e.g. cuda, cuda:1, cpu (default: cuda if any)"
+    )
+    parser.add_argument("--dtype", choices=_DTYPES, default="float32", help="weight dtype (default float32)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,6 +279,91 @@ def build_parser() -> argparse.ArgumentParser:
     ar.add_argument("--output", required=True, help="output folder (loadable with IBQARForImageGeneration)")
     ar.add_argument("--config", default=None, help="original YAML config (transformer_config.params)")
     ar.set_defaults(func=_convert_ar)
+
+    pipe = kinds.add_parser(
+        "pipeline",
+        help="an IBQ AR checkpoint -> IBQPipeline (AR model + its embedded tokenizer)",
+        description=(
+            "Convert an official AR checkpoint (AR_256_{B,L,XL,XXL}.ckpt) into a whole IBQPipeline folder: its "
+            "transformer.* weights become the AR model and its embedded first_stage_model.* weights the tokenizer. "
+            "The file is read once; any unmapped, missing or mis-shaped key is an error."
+        ),
+    )
+    pipe.add_argument("--checkpoint", required=True, help="original AR .ckpt file")
+    pipe.add_argument(
+        "--output", required=True, help="output folder (loadable with IBQPipeline.from_pretrained)"
+    )
+    pipe.add_argument(
+        "--config", default=None, help="original AR YAML (transformer_config.params), for non-released sizes"
+    )
+    pipe.add_argument(
+        "--resolution",
+        type=int,
+        default=256,
+        help="tokenizer training resolution, to place attention (default 256)",
+    )
+    pipe.set_defaults(func=_convert_pipeline)
+
+    gen = commands.add_parser(
+        "generate",
+        help="sample class-conditional images into a grid",
+        description=(
+            "Generate images of the given classes with an IBQPipeline and save them as one grid: a row per "
+            "--class, --num-images columns. Image i (row-major) uses seed --seed + i, so an image does not "
+            "depend on what else is generated. Unset sampling options come from the model's generation config."
+        ),
+        epilog='example: ibq-hf generate --model DIR --class 207 --class "golden retriever" --num-images 4 '
+        "--seed 0 --output grid.png",
+    )
+    _add_loading_arguments(gen, "the pipeline")
+    gen.add_argument(
+        "--class",
+        dest="classes",
+        action="append",
+        required=True,
+        metavar="CLASS",
+        help="class id (207) or name ('golden retriever'); repeat for several classes",
+    )
+    gen.add_argument("--num-images", type=int, default=1, help="images per class (default 1)")
+    gen.add_argument("--seed", type=int, default=0, help="seed of the first image (default 0)")
+    gen.add_argument("--output", required=True, help="image file for the grid (.png, .jpg, ...)")
+    gen.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance (1 = off)")
+    gen.add_argument("--temperature", type=float, default=None, help="sampling temperature")
+    gen.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens (0 = off)")
+    gen.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (1.0 = off)")
+    gen.add_argument("--greedy", action="store_true", help="take the most likely token at every step")
+    gen.add_argument(
+        "--cpu-offload", action="store_true", help="keep only the running model on the GPU (less memory)"
+    )
+    gen.set_defaults(func=_generate)
+
+    rec = commands.add_parser(
+        "reconstruct",
+        help="tokenize and decode pictures with the IBQ tokenizer",
+        description=(
+            "Reconstruct pictures through the tokenizer (image -> token ids -> image) and save the "
+            "reconstructions side by side in one image; prints each picture's PSNR. --model may be a pipeline "
+            "(only its vqvae/ folder is loaded) or a tokenizer folder."
+        ),
+        epilog="example: ibq-hf reconstruct --model DIR photo.jpg --output recon.png",
+    )
+    _add_loading_arguments(rec, "a pipeline or tokenizer")
+    rec.add_argument("images", nargs="+", metavar="IMAGE", help="picture files (any format PIL reads)")
+    rec.add_argument("--output", required=True, help="image file for the reconstructions (.png, ...)")
+    rec.add_argument(
+        "--resolution",
+        type=int,
+        default=None,
+        help="resize the shorter side to N and centre-crop N×N (default: the tokenizer's training resolution; "
+        "0 keeps the size, which must be divisible by the downsampling factor)",
+    )
+    rec.add_argument(
+        "--side-by-side", action="store_true", help="put the originals above the reconstructions"
+    )
+    rec.add_argument(
+        "--save-indices", default=None, metavar="FILE.npy", help="also save the token ids [B, h, w]"
+    )
+    rec.set_defaults(func=_reconstruct)
     return parser
 
 

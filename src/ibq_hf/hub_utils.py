@@ -75,7 +75,7 @@ def write_model_card(
     data = ModelCardData(
         license=license,
         library_name=library_name,
-        tags=["ibq", "image-tokenizer", "vector-quantization", *tags],
+        tags=list(dict.fromkeys(["ibq", "ibq_hf", *tags])),
         base_model=base_model,
         pipeline_tag=pipeline_tag,
         **dict(extra_card_data or {}),

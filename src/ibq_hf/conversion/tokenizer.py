@@ -268,7 +268,7 @@ def save_converted_tokenizer(
         base_model=reported["repo"] if reported else None,
         metrics=metrics,
         library_name="diffusers",
-        tags=["ibq_hf", "vq-model"],
+        tags=["image-tokenizer", "vector-quantization", "vq-model"],
         pipeline_tag=None,
         usage=(
             "import torch\n"

@@ -1,0 +1,156 @@
+"""Strict conversion of an official AR checkpoint (``AR_256_{B,L,XL,XXL}.ckpt``) into a whole :class:`IBQPipeline`.
+
+One AR checkpoint holds both halves: ``transformer.*`` (the AR model) and ``first_stage_model.*`` (the EMA
+weights of the 16384-code tokenizer it was trained with, under the plain generator names). The file is read
+once; each half goes through the same strict mapping as its own converter (every tensor mapped or dropped
+on purpose, any other key, missing key or shape mismatch is an error listing the keys).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from ..hub_utils import metrics_table
+from ..models.ar_model import IBQARForImageGeneration
+from ..models.configuration_ar import IBQ_AR_RECOMMENDED_SAMPLING, preset_name, recommended_generation_config
+from ..models.vq_model import IBQVQModel
+from ..pipeline import IBQPipeline
+from .ar import (
+    IGNORED_PREFIXES,
+    REPORTED_RESULTS,
+    ar_config_from_original_yaml,
+    infer_ar_config,
+    load_ar_state_dict,
+    split_ar_state_dict,
+)
+from .common import CheckpointKeyError, load_original_checkpoint
+from .tokenizer import EMA_PREFIX, EMBEDDED_PREFIX, infer_config_from_weights, select_generator_weights
+
+__all__ = ["convert_pipeline_checkpoint", "pipeline_from_original_state_dict"]
+
+logger = logging.getLogger(__name__)
+
+
+def _tokenizer_from_embedded(state: dict[str, torch.Tensor], resolution: int) -> IBQVQModel:
+    embedded = {k[len(EMBEDDED_PREFIX) :]: v for k, v in state.items() if k.startswith(EMBEDDED_PREFIX)}
+    if not embedded:
+        raise CheckpointKeyError(
+            "IBQ pipeline (AR checkpoint with an embedded tokenizer)",
+            missing=[EMBEDDED_PREFIX + "*"],
+            hint="The file has no first_stage_model.* tensors, so it does not carry its tokenizer. Convert the AR "
+            "model with `ibq-hf convert ar` and the tokenizer with `ibq-hf convert tokenizer`, then build "
+            "IBQPipeline(vqvae=..., transformer=...) from the two.",
+        )
+    # The released files store the EMA tokenizer under the plain names: those are the weights the AR model was
+    # trained with, so they are the ones converted. Shadows, if a file has any, are reported, not used.
+    shadows = sum(k.startswith(EMA_PREFIX) for k in embedded)
+    if shadows:
+        logger.warning(
+            "Ignoring %d first_stage_model.model_ema.* tensors: the AR model was trained with the plain "
+            "first_stage_model.* weights, which are converted.",
+            shadows,
+        )
+    with torch.device("meta"):
+        vqvae = IBQVQModel(**infer_config_from_weights(embedded, resolution=resolution))
+    weights, _ = select_generator_weights(embedded, vqvae, use_ema=False)
+    vqvae.load_state_dict({k: v.contiguous() for k, v in weights.items()}, strict=True, assign=True)
+    on_meta = [name for name, tensor in vqvae.state_dict().items() if tensor.is_meta]
+    if on_meta:
+        raise RuntimeError(f"Conversion left tokenizer tensors on the meta device: {on_meta}.")
+    return vqvae.eval()
+
+
+def pipeline_from_original_state_dict(
+    state: dict[str, torch.Tensor],
+    config_path: str | os.PathLike | None = None,
+    *,
+    resolution: int = 256,
+    num_attention_heads: int | None = None,
+    grid_size: int | None = None,
+) -> IBQPipeline:
+    """Build the pipeline from an already loaded original state dict (``transformer.*`` + ``first_stage_model.*``).
+
+    Args:
+        state: the flat state dict of an AR checkpoint (as returned by ``load_original_checkpoint``).
+        config_path: the original AR training YAML; needed only when the AR weights are not a released size.
+        resolution: tokenizer training resolution, used to place its attention layers (256 for the releases).
+        num_attention_heads / grid_size: AR architecture for non-released sizes without a YAML.
+    """
+    ar_state, dropped = split_ar_state_dict(state)  # first: its errors say when this is not an AR checkpoint
+    vqvae = _tokenizer_from_embedded(state, resolution)
+    if config_path is not None:
+        config = ar_config_from_original_yaml(config_path)
+    else:
+        config = infer_ar_config(ar_state, num_attention_heads=num_attention_heads, grid_size=grid_size)
+    transformer: IBQARForImageGeneration = load_ar_state_dict(ar_state, config)
+    size = preset_name(config)
+    if size is not None:
+        transformer.generation_config = recommended_generation_config(size)
+    kv_buffers = sum(not k.startswith(IGNORED_PREFIXES) for k in dropped)
+    logger.info(
+        "Converted %d AR tensors and %d tokenizer tensors; dropped %d KV-cache buffers.",
+        len(ar_state),
+        len(vqvae.state_dict()),
+        kv_buffers,
+    )
+    # IBQPipeline.__init__ refuses a tokenizer whose codebook differs from the AR vocabulary.
+    return IBQPipeline(vqvae=vqvae, transformer=transformer)
+
+
+def convert_pipeline_checkpoint(
+    checkpoint_path: str | os.PathLike,
+    output_dir: str | os.PathLike | None = None,
+    config_path: str | os.PathLike | None = None,
+    *,
+    resolution: int = 256,
+    num_attention_heads: int | None = None,
+    grid_size: int | None = None,
+) -> IBQPipeline:
+    """Convert one official AR checkpoint into an :class:`IBQPipeline` and save it (read once, strictly).
+
+    Writes ``model_index.json``, ``vqvae/`` and ``transformer/`` (safetensors; the transformer's
+    ``generation_config.json`` holds the paper's sampling settings for a released size) and a model card with
+    the reported FID/IS when the size is a released one. Nothing is written when ``output_dir`` is ``None``.
+
+    Returns:
+        The converted pipeline (``IBQPipeline.from_pretrained(output_dir)`` loads the same weights).
+    """
+    checkpoint_path = Path(checkpoint_path)
+    state = load_original_checkpoint(checkpoint_path)
+    pipe = pipeline_from_original_state_dict(
+        state,
+        config_path,
+        resolution=resolution,
+        num_attention_heads=num_attention_heads,
+        grid_size=grid_size,
+    )
+    del state
+    if output_dir is not None:
+        pipe.save_pretrained(output_dir, model_card=_card_fields(pipe, checkpoint_path.name))
+    return pipe
+
+
+def _card_fields(pipe: IBQPipeline, source_file: str) -> dict[str, str | None]:
+    size = preset_name(pipe.transformer.config)
+    if size is None:
+        return {"source": f"`{source_file}` (original SEED-Voken AR checkpoint; tokenizer embedded in it)"}
+    reported = REPORTED_RESULTS[size]
+    sampling = IBQ_AR_RECOMMENDED_SAMPLING[size]
+    repo = f"TencentARC/IBQ-AR-{size}"
+    table = metrics_table(
+        ["Model", "Params", "FID (ADM, 50k)", "IS"],
+        [[f"IBQ-AR-{size}", reported["params"], reported["fid"], reported["inception_score"]]],
+    )
+    return {
+        "title": f"IBQ-AR-{size} pipeline (ImageNet 256×256)",
+        "source": f"`{source_file}` from [{repo}](https://huggingface.co/{repo}) (AR model and its embedded "
+        "16384-code tokenizer)",
+        "base_model": repo,
+        "metrics": f"{table}\n\nReported by the authors for class-conditional ImageNet 256×256 with temperature "
+        f"{sampling['temperature']}, classifier-free guidance {sampling['guidance_scale']}, top-k 0, top-p 1.0 "
+        "(the pipeline's defaults, from `transformer/generation_config.json`).",
+    }

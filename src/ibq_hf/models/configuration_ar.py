@@ -1,0 +1,209 @@
+"""Configuration of the IBQ class-conditional AR model (`IBQARConfig`) and its released sizes.
+
+The AR model is SEED-Voken's LlamaGen-style decoder with VAR-style adaLN (reference §4). Field names follow
+transformers conventions (``hidden_size``, ``num_hidden_layers``, ...) so the transformers ``Cache`` classes and
+tooling understand the config; :data:`ORIGINAL_CONFIG_KEYS` says which original ``GPT(...)`` argument each one
+comes from.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from huggingface_hub.dataclasses import strict
+from transformers import GenerationConfig, PreTrainedConfig
+
+# The four released ImageNet-256 models (reference §4.1). All use head_dim 64, vocab 16384, 1000 classes, 16×16.
+IBQ_AR_PRESETS: dict[str, dict[str, Any]] = {
+    "B": {"hidden_size": 1024, "num_hidden_layers": 16, "num_attention_heads": 16, "adaln_gamma_init": 1e-3},
+    "L": {"hidden_size": 1280, "num_hidden_layers": 20, "num_attention_heads": 20, "adaln_gamma_init": 1e-3},
+    "XL": {"hidden_size": 1536, "num_hidden_layers": 24, "num_attention_heads": 24, "adaln_gamma_init": 1e-4},
+    "XXL": {
+        "hidden_size": 1920,
+        "num_hidden_layers": 30,
+        "num_attention_heads": 30,
+        "adaln_gamma_init": 1e-5,
+    },
+}
+
+# Sampling settings of the paper's FID protocol per size (reference §5.3): top-k 0, top-p 1.0, constant CFG.
+IBQ_AR_RECOMMENDED_SAMPLING: dict[str, dict[str, float]] = {
+    "B": {"temperature": 1.10, "guidance_scale": 2.25},
+    "L": {"temperature": 1.00, "guidance_scale": 2.0},
+    "XL": {"temperature": 1.15, "guidance_scale": 2.35},
+    "XXL": {"temperature": 1.20, "guidance_scale": 2.85},
+}
+
+# HF field <- original `src/IBQ/modules/transformer/llama.py::GPT` argument (`grid_size` comes from
+# `block_size` = grid², `intermediate_size` is derived from `multiple_of` / `ffn_dim_multiplier` as in the original).
+ORIGINAL_CONFIG_KEYS: dict[str, str] = {
+    "vocab_size": "vocab_size",
+    "num_classes": "class_num",
+    "hidden_size": "n_embd",
+    "num_hidden_layers": "n_layer",
+    "num_attention_heads": "n_head",
+    "multiple_of": "multiple_of",
+    "ffn_dim_multiplier": "ffn_dim_multiplier",
+    "rope_base": "rope_base",
+    "rms_norm_eps": "norm_eps",
+    "resid_dropout": "resid_dropout_p",
+    "ffn_dropout": "ffn_dropout_p",
+    "attention_dropout": "attn_dropout_p",
+    "token_dropout": "token_drop",
+    "initializer_range": "initalizer_range",
+    "adaln_gamma_init": "alng",
+}
+
+
+def find_multiple(n: int, k: int) -> int:
+    """Smallest multiple of ``k`` that is ``>= n`` (the original FFN-width rounding)."""
+    return n if n % k == 0 else n + k - (n % k)
+
+
+def swiglu_hidden_size(
+    hidden_size: int, multiple_of: int = 256, ffn_dim_multiplier: float | None = None
+) -> int:
+    """SwiGLU width of the original: find_multiple(int(2·4C/3) [· multiplier], multiple_of)."""
+    hidden = int(2 * (4 * hidden_size) / 3)
+    if ffn_dim_multiplier is not None:
+        hidden = int(ffn_dim_multiplier * hidden)
+    return find_multiple(hidden, multiple_of)
+
+
+@strict
+class IBQARConfig(PreTrainedConfig):
+    r"""Configuration of :class:`~ibq_hf.IBQARForImageGeneration`.
+
+    Defaults are the "B" model (343M parameters). Use :meth:`from_preset` for the released sizes
+    ("B", "L", "XL", "XXL") or pass fields directly for small models.
+
+    Args:
+        vocab_size: number of image-token ids (the tokenizer's codebook size).
+        num_classes: number of real classes; the class embedding has ``num_classes + 1`` rows, the last one is the
+            null (unconditional) class used by classifier-free guidance.
+        hidden_size: model width C (``n_embd``).
+        num_hidden_layers: number of adaLN transformer blocks (``n_layer``).
+        num_attention_heads: attention heads (``n_head``); ``hidden_size / num_attention_heads`` must be a
+            multiple of 4 because the 2-D RoPE splits each head into row and column halves of rotation pairs.
+        intermediate_size: SwiGLU width; ``None`` derives it like the original (``multiple_of``,
+            ``ffn_dim_multiplier``).
+        grid_size: side of the image-token grid; a sequence holds the class token plus ``grid_size**2`` tokens.
+        rope_base: RoPE base (10000).
+        rms_norm_eps: RMSNorm epsilon (1e-5).
+        resid_dropout: dropout after the attention output projection (0.1).
+        ffn_dropout: dropout after the SwiGLU output projection (0.1).
+        attention_dropout: dropout on attention probabilities (0.0).
+        token_dropout: feature dropout on the whole embedded sequence (original ``token_drop``, 0.1). It is *not*
+            label dropout.
+        class_dropout_prob: probability, in training mode, of replacing a class label by the null class (the
+            original hard-codes 0.1 in ``LabelEmbedder``).
+        initializer_range: std of the normal init of linears and embeddings (0.02).
+        adaln_gamma_init: ``alng``: factor on the gamma rows of every block's adaLN linear at init.
+    """
+
+    model_type = "ibq_ar"
+
+    vocab_size: int = 16384
+    num_classes: int = 1000
+    hidden_size: int = 1024
+    num_hidden_layers: int = 16
+    num_attention_heads: int = 16
+    intermediate_size: int | None = None
+    multiple_of: int = 256
+    ffn_dim_multiplier: float | None = None
+    grid_size: int = 16
+    rope_base: float = 10000.0
+    rms_norm_eps: float = 1e-5
+    resid_dropout: float = 0.1
+    ffn_dropout: float = 0.1
+    attention_dropout: float = 0.0
+    token_dropout: float = 0.1
+    class_dropout_prob: float = 0.1
+    initializer_range: float = 0.02
+    adaln_gamma_init: float = 1e-3
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        if self.intermediate_size is None:
+            self.intermediate_size = swiglu_hidden_size(
+                self.hidden_size, self.multiple_of, self.ffn_dim_multiplier
+            )
+        self._check_values()
+        super().__post_init__(**kwargs)
+
+    def _check_values(self) -> None:
+        positive = ("vocab_size", "num_classes", "hidden_size", "num_hidden_layers", "num_attention_heads")
+        for name in (*positive, "intermediate_size", "grid_size", "multiple_of"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"IBQARConfig.{name} must be a positive integer, got {getattr(self, name)}.")
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
+                f"({self.num_attention_heads}); pick a head count that divides the width."
+            )
+        if self.head_dim % 4 != 0:
+            raise ValueError(
+                f"head_dim = hidden_size / num_attention_heads = {self.head_dim} must be a multiple of 4: the 2-D "
+                "RoPE rotates pairs of dims and gives half of the pairs to rows and half to columns."
+            )
+        for name in (
+            "resid_dropout",
+            "ffn_dropout",
+            "attention_dropout",
+            "token_dropout",
+            "class_dropout_prob",
+        ):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"IBQARConfig.{name} is a probability and must lie in [0, 1], got {value}.")
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head (64 in all released models)."""
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def num_image_tokens(self) -> int:
+        """Image tokens per sample (``grid_size**2``, 256 for the released models)."""
+        return self.grid_size * self.grid_size
+
+    @property
+    def null_class_id(self) -> int:
+        """Class id of the unconditional (null) class: ``num_classes``."""
+        return self.num_classes
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> IBQARConfig:
+        """Config of a released size ("B", "L", "XL", "XXL"); keyword overrides replace preset fields."""
+        key = name.upper()
+        if key not in IBQ_AR_PRESETS:
+            raise ValueError(f"Unknown IBQ AR preset {name!r}; choose one of {sorted(IBQ_AR_PRESETS)}.")
+        return cls(**{**IBQ_AR_PRESETS[key], **overrides})
+
+
+def preset_name(config: IBQARConfig) -> str | None:
+    """Name of the released size whose architecture ``config`` has (shapes only), else ``None``."""
+    for name, fields in IBQ_AR_PRESETS.items():
+        reference = IBQARConfig(**fields)
+        same = all(
+            getattr(config, key) == getattr(reference, key)
+            for key in (
+                "vocab_size",
+                "num_classes",
+                "hidden_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+            )
+        )
+        if same and config.intermediate_size == reference.intermediate_size and config.grid_size == 16:
+            return name
+    return None
+
+
+def recommended_generation_config(name: str) -> GenerationConfig:
+    """Generation defaults used for the paper's FID numbers for size ``name`` (reference §5.3)."""
+    key = name.upper()
+    if key not in IBQ_AR_RECOMMENDED_SAMPLING:
+        raise ValueError(
+            f"Unknown IBQ AR preset {name!r}; choose one of {sorted(IBQ_AR_RECOMMENDED_SAMPLING)}."
+        )
+    return GenerationConfig(do_sample=True, top_k=0, top_p=1.0, **IBQ_AR_RECOMMENDED_SAMPLING[key])

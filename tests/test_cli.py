@@ -1,0 +1,171 @@
+"""The ``ibq-hf`` command line end to end on a tiny saved pipeline: generate, reconstruct, help, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from conftest import TINY_TOKENIZER_CONFIG
+from ibq_hf import IBQVQModel
+from ibq_hf.cli import main
+from ibq_hf.models.ar_model import IBQARForImageGeneration
+from ibq_hf.models.configuration_ar import IBQARConfig
+from ibq_hf.pipeline import IBQPipeline
+
+NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread and do not stall when other processes load the CPU cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """A saved 10-class pipeline (16×16 images, 8×8 tokens) whose classes have names."""
+    torch.manual_seed(0)
+    vqvae = IBQVQModel(**TINY_TOKENIZER_CONFIG).eval()
+    config = IBQARConfig(vocab_size=64, num_classes=10, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         grid_size=8, multiple_of=32, id2label=dict(enumerate(NAMES)))  # fmt: skip
+    transformer = IBQARForImageGeneration(config)
+    with torch.no_grad():
+        for param in transformer.parameters():
+            param.normal_(0.0, 0.3)
+    path = tmp_path_factory.mktemp("cli") / "tiny"
+    IBQPipeline(vqvae=vqvae, transformer=transformer.eval()).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pipe(model_dir) -> IBQPipeline:
+    pipe = IBQPipeline.from_pretrained(model_dir)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiles(grid: PIL.Image.Image, rows: int, cols: int, size: int = 16) -> list[np.ndarray]:
+    array = np.asarray(grid)
+    return [
+        array[r * size : (r + 1) * size, c * size : (c + 1) * size] for r in range(rows) for c in range(cols)
+    ]
+
+
+def photo(path: Path, height: int = 20, width: int = 24, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    PIL.Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_generate_writes_a_grid_of_seeded_images(model_dir, pipe, tmp_path, capsys):
+    out = tmp_path / "grid.png"
+    args = ["generate", "--model", str(model_dir), "--class", "3", "--class", "seven", "--num-images", "2",
+            "--seed", "5", "--output", str(out), "--device", "cpu", "--guidance-scale", "2"]  # fmt: skip
+    assert main(args) == 0
+    assert "Saved a 2×2 grid of 16×16 images" in capsys.readouterr().out
+    grid = PIL.Image.open(out)
+    assert grid.size == (32, 32)
+    gens = [torch.Generator().manual_seed(s) for s in (5, 6, 7, 8)]  # image i uses seed + i
+    expected = pipe([3, 7], num_images_per_prompt=2, guidance_scale=2.0, generator=gens).images
+    for got, want in zip(tiles(grid, 2, 2), expected):
+        np.testing.assert_array_equal(got, np.asarray(want))
+
+
+def test_generate_unknown_class_is_one_clear_line(model_dir, tmp_path, capsys):
+    args = ["generate", "--model", str(model_dir), "--class", "thre", "--output", str(tmp_path / "g.png")]
+    assert main([*args, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ibq-hf: error: Unknown class name 'thre'. Did you mean 'three' (3)")
+    assert "Traceback" not in err and not (tmp_path / "g.png").exists()
+    assert (
+        main(["generate", "--model", str(model_dir), "--class", "10", "--output", str(tmp_path / "g.png")])
+        == 2
+    )
+    assert "out of range: this model has 10 classes" in capsys.readouterr().err
+
+
+def test_generate_other_errors(model_dir, tmp_path, capsys):
+    assert main(["generate", "--model", str(tmp_path / "nope"), "--class", "1", "--output", "g.png"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f"ibq-hf: error: Could not load --model '{tmp_path / 'nope'}'")
+        and err.count("\n") == 1
+    )
+    args = ["generate", "--model", str(model_dir), "--class", "1", "--device", "cpu"]
+    assert main([*args, "--output", str(tmp_path / "grid.txt")]) == 2
+    assert "needs an image extension" in capsys.readouterr().err
+    assert main([*args, "--output", str(tmp_path / "g.png"), "--num-images", "0"]) == 2
+    assert "--num-images must be >= 1" in capsys.readouterr().err
+
+
+def test_reconstruct_a_picture(model_dir, pipe, tmp_path, capsys):
+    source = photo(tmp_path / "photo.png")
+    out, ids = tmp_path / "recon.png", tmp_path / "ids.npy"
+    args = [
+        "reconstruct",
+        "--model",
+        str(model_dir),
+        str(source),
+        "--output",
+        str(out),
+        "--save-indices",
+        str(ids),
+    ]
+    assert main([*args, "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "photo.png: 16×16 -> 8×8 tokens, PSNR" in printed
+    # Default: resized and centre-cropped to the tokenizer's training resolution (16 here).
+    expected = pipe.reconstruct(PIL.Image.open(source), resolution=16)
+    np.testing.assert_array_equal(np.asarray(PIL.Image.open(out)), np.asarray(expected.images[0]))
+    np.testing.assert_array_equal(np.load(ids), expected.indices.numpy())
+
+
+def test_reconstruct_with_a_tokenizer_folder_side_by_side(model_dir, tmp_path, capsys):
+    images = [str(photo(tmp_path / f"p{i}.png", 16, 16, seed=i)) for i in range(2)]
+    out = tmp_path / "pairs.png"
+    args = ["reconstruct", "--model", str(model_dir / "vqvae"), *images, "--output", str(out), "--side-by-side",
+            "--resolution", "0", "--device", "cpu"]  # fmt: skip
+    assert main(args) == 0
+    assert "originals (top)" in capsys.readouterr().out
+    grid = PIL.Image.open(out)
+    assert grid.size == (32, 32)
+    top = tiles(grid, 2, 2)[:2]
+    for got, path in zip(top, images):
+        np.testing.assert_array_equal(got, np.asarray(PIL.Image.open(path)))
+
+
+def test_reconstruct_errors(model_dir, tmp_path, capsys):
+    odd = photo(tmp_path / "odd.png", 17, 17)
+    base = ["reconstruct", "--model", str(model_dir), "--device", "cpu", "--output", str(tmp_path / "r.png")]
+    assert main([*base, str(odd), "--resolution", "0"]) == 2
+    assert "not divisible by the tokenizer's downsampling factor 2" in capsys.readouterr().err
+    assert main([*base, str(tmp_path / "missing.jpg")]) == 2
+    assert "missing.jpg" in capsys.readouterr().err
+    (tmp_path / "bad.jpg").write_text("not an image")
+    assert main([*base, str(tmp_path / "bad.jpg")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ibq-hf: error:") and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "command,expected",
+    [
+        (["generate"], "--num-images"),
+        (["reconstruct"], "--side-by-side"),
+        (["convert", "pipeline"], "--checkpoint"),
+        (["convert", "ar"], "--config"),
+        (["convert", "tokenizer"], "--no-ema"),
+        ([], "reconstruct"),
+    ],
+)
+def test_every_command_has_help(command, expected, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([*command, "--help"])
+    assert info.value.code == 0 and expected in capsys.readouterr().out
