@@ -9,7 +9,7 @@ import PIL.Image
 import pytest
 import torch
 
-from conftest import TINY_TOKENIZER_CONFIG
+from conftest import TINY_PIPELINE_AR_CONFIG, TINY_TOKENIZER_CONFIG
 from ibq_hf import IBQVQModel
 from ibq_hf.cli import main
 from ibq_hf.models.ar_model import IBQARForImageGeneration
@@ -20,12 +20,8 @@ NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread and do not stall when other processes load the CPU cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test in this module runs single-threaded (see conftest.one_thread)."""
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +29,7 @@ def model_dir(tmp_path_factory) -> Path:
     """A saved 10-class pipeline (16×16 images, 8×8 tokens) whose classes have names."""
     torch.manual_seed(0)
     vqvae = IBQVQModel(**TINY_TOKENIZER_CONFIG).eval()
-    config = IBQARConfig(vocab_size=64, num_classes=10, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         grid_size=8, multiple_of=32, id2label=dict(enumerate(NAMES)))  # fmt: skip
+    config = IBQARConfig(**TINY_PIPELINE_AR_CONFIG, id2label=dict(enumerate(NAMES)))
     transformer = IBQARForImageGeneration(config)
     with torch.no_grad():
         for param in transformer.parameters():

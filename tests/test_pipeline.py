@@ -13,7 +13,7 @@ import pytest
 import torch
 from huggingface_hub import HfApi, RepoUrl
 
-from conftest import TINY_TOKENIZER_CONFIG
+from conftest import TINY_PIPELINE_AR_CONFIG, TINY_TOKENIZER_CONFIG
 from ibq_hf import IBQVQModel
 from ibq_hf.imagenet_labels import imagenet_id2label, imagenet_wnids
 from ibq_hf.models.ar_model import IBQARForImageGeneration
@@ -27,24 +27,12 @@ from ibq_hf.pipeline import (
 )
 
 # 16×16 images: the tiny tokenizer downsamples by 2, so the AR model samples an 8×8 grid of 64-code ids.
-TINY_AR = {
-    "vocab_size": 64,
-    "num_classes": 10,
-    "hidden_size": 32,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "grid_size": 8,
-    "multiple_of": 32,
-}
+TINY_AR = TINY_PIPELINE_AR_CONFIG
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread and do not stall when other processes load the CPU cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test in this module runs single-threaded (see conftest.one_thread)."""
 
 
 def tiny_transformer(seed: int = 0, **overrides) -> IBQARForImageGeneration:

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import TINY_TOKENIZER_CONFIG
+from conftest import TINY_PIPELINE_AR_CONFIG, TINY_TOKENIZER_CONFIG
 from ibq_hf import IBQVQModel
 from ibq_hf.cli import main
 from ibq_hf.conversion.common import CheckpointKeyError
@@ -17,27 +17,15 @@ from ibq_hf.models.ar_model import IBQARForImageGeneration
 from ibq_hf.models.configuration_ar import IBQARConfig
 from ibq_hf.pipeline import IBQPipeline
 
-TINY_AR = {
-    "vocab_size": 64,
-    "num_classes": 10,
-    "hidden_size": 32,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "grid_size": 8,
-    "multiple_of": 32,
-}
+TINY_AR = TINY_PIPELINE_AR_CONFIG
 # The same architecture as the original GPT(...) arguments of an AR training YAML.
 TINY_YAML_PARAMS = {"vocab_size": 64, "block_size": 64, "n_layer": 1, "n_head": 2, "n_embd": 32, "cond_dim": 32,
                     "multiple_of": 32, "class_num": 10, "resid_dropout_p": 0.1, "ffn_dropout_p": 0.1}  # fmt: skip
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread and do not stall when other processes load the CPU cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test in this module runs single-threaded (see conftest.one_thread)."""
 
 
 def sources(vocab_size: int = 64) -> tuple[IBQVQModel, IBQARForImageGeneration]:

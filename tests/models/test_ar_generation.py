@@ -6,18 +6,11 @@ import pytest
 import torch
 from transformers import CompileConfig, DynamicCache, GenerationConfig, StaticCache
 
+from conftest import TINY_AR_CONFIG
 from ibq_hf.models.ar_model import IBQARForImageGeneration, _sample_from_probs, filter_top_k_top_p
 from ibq_hf.models.configuration_ar import IBQARConfig
 
-TINY = {
-    "vocab_size": 64,
-    "num_classes": 10,
-    "hidden_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "grid_size": 4,
-    "multiple_of": 32,
-}
+TINY = TINY_AR_CONFIG
 NULL = 10
 STEPS = 16
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
+from conftest import TINY_AR_CONFIG
 from ibq_hf.models.ar_model import (
     IBQARForImageGeneration,
     IBQARRMSNorm,
@@ -17,15 +18,7 @@ from ibq_hf.models.ar_model import (
 )
 from ibq_hf.models.configuration_ar import IBQ_AR_PRESETS, IBQARConfig, preset_name, swiglu_hidden_size
 
-TINY = {
-    "vocab_size": 64,
-    "num_classes": 10,
-    "hidden_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "grid_size": 4,
-    "multiple_of": 32,
-}
+TINY = TINY_AR_CONFIG
 NO_DROPOUT = {"resid_dropout": 0.0, "ffn_dropout": 0.0, "token_dropout": 0.0, "class_dropout_prob": 0.0}
 
 
