@@ -1,0 +1,1 @@
+"""Training components: data streaming, losses, EMA, schedules and Trainer subclasses."""

@@ -1,0 +1,283 @@
+"""AR training on tiny synthetic codes: learning, export, exact resume after SIGKILL, atomic checkpoints, DDP."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers.trainer_utils import get_last_checkpoint
+
+from ibq_hf import IBQARConfig, IBQARForImageGeneration
+from ibq_hf.training.ar_trainer import (
+    STAGING_DIR_NAME,
+    ARCodesCollator,
+    IBQARTrainer,
+    IBQARTrainingArguments,
+    load_codes_dataset,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "examples" / "train_ar.py"
+VOCAB, CLASSES, GRID = 16, 4, 2
+
+
+def _train_ar_module():
+    spec = importlib.util.spec_from_file_location("train_ar_example", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_codes(folder: Path, rows: int = 32, grid: int = GRID, vocab: int = VOCAB) -> Path:
+    """A learnable pattern: class c → codes (c, c+1, c+2, ...) mod vocab, in two parquet shards."""
+    import datasets
+
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = [i % CLASSES for i in range(rows)]
+    codes = [[(c + j) % vocab for j in range(grid * grid)] for c in labels]
+    half = rows // 2
+    for shard, part in enumerate((slice(0, half), slice(half, rows))):
+        datasets.Dataset.from_dict({"input_ids": codes[part], "label": labels[part]}).to_parquet(
+            str(folder / f"train-{shard}.parquet")
+        )
+    return folder
+
+
+def _argv(codes: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "--codes_dataset", str(codes), "--output_dir", str(out), "--model_size", "custom",
+        "--hidden_size", "32", "--num_hidden_layers", "1", "--num_attention_heads", "2",
+        "--grid_size", str(GRID), "--vocab_size", str(VOCAB), "--num_classes", str(CLASSES),
+        "--per_device_train_batch_size", "8", "--learning_rate", "3e-3", "--warmup_steps", "2",
+        "--use_cpu", "--report_to", "none", "--disable_tqdm", "true", "--seed", "0",
+        "--dataloader_num_workers", "0", "--logging_steps", "1",
+        *extra,
+    ]  # fmt: skip
+
+
+def test_collator_shifts_and_validates():
+    collate = ARCodesCollator(4)
+    batch = collate([{"input_ids": [1, 2, 3, 4], "label": 2}, {"input_ids": [5, 6, 7, 8], "label": 0}])
+    assert batch["input_ids"].tolist() == [[1, 2, 3], [5, 6, 7]]
+    assert batch["labels"].tolist() == [[1, 2, 3, 4], [5, 6, 7, 8]]
+    assert batch["class_labels"].tolist() == [2, 0]
+    with pytest.raises(ValueError, match="grid_size"):
+        collate([{"input_ids": [1, 2, 3], "label": 0}])
+    with pytest.raises(ValueError, match="label"):
+        collate([{"input_ids": [1, 2, 3, 4]}])
+
+
+def test_training_reduces_loss_and_exports(tmp_path, one_thread):
+    codes = _write_codes(tmp_path / "codes")
+    out = tmp_path / "run"
+    trainer = _train_ar_module().main(
+        _argv(codes, out, "--max_steps", "40", "--save_strategy", "no", "--dropout", "0.0")
+    )
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert len(losses) == 40
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5, losses
+    # AdamW as the reference: betas (0.9, 0.95), eps 1e-8, the quirk decays the no-decay group too.
+    opt = trainer.optimizer
+    assert opt.param_groups[0]["betas"] == (0.9, 0.95) and opt.param_groups[0]["eps"] == 1e-8
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.05]
+    assert trainer.lr_scheduler.lr_lambdas[0].num_warmup_steps == 2
+    loaded = IBQARForImageGeneration.from_pretrained(out)
+    assert loaded.config.grid_size == GRID and loaded.config.vocab_size == VOCAB
+    assert "IBQ AR model" in (out / "README.md").read_text()
+    # The trained model continues the pattern of its class greedily.
+    tokens = loaded.eval().generate(class_labels=torch.tensor([1, 3]), do_sample=False, guidance_scale=1.0)
+    assert tokens.tolist() == [[1, 2, 3, 4], [3, 4, 5, 6]]
+
+
+def test_codes_dataset_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="parquet"):
+        load_codes_dataset(str(tmp_path / "empty"))
+    import datasets
+
+    (tmp_path / "bad").mkdir()
+    datasets.Dataset.from_dict({"input_ids": [[1, 2]]}).to_parquet(str(tmp_path / "bad" / "x.parquet"))
+    with pytest.raises(ValueError, match="label"):
+        load_codes_dataset(str(tmp_path / "bad"))
+
+
+_KILL_HARNESS = """
+import os, runpy, signal, sys
+import torch
+torch.set_num_threads(1)
+from ibq_hf.training.ar_trainer import IBQARTrainer
+original = IBQARTrainer._save_checkpoint
+def save_then_die(self, model, trial):
+    original(self, model, trial)
+    if self.state.global_step == int(os.environ["KILL_AT"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+IBQARTrainer._save_checkpoint = save_then_die
+sys.argv = [sys.argv[1], *sys.argv[2:]]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_resume_after_sigkill_is_bitwise_exact(tmp_path, one_thread):
+    """Kill a run (SIGKILL, a real subprocess) right after checkpoint-3, mid-epoch; resuming must end exactly
+    where an uninterrupted run ends (weights, with dropout and label dropout on, so RNG state matters too)."""
+    codes = _write_codes(tmp_path / "codes")
+    extra = ("--max_steps", "7", "--save_steps", "3")
+    full = tmp_path / "full"
+    _train_ar_module().main(_argv(codes, full, *extra))
+
+    killed = tmp_path / "killed"
+    env = {**os.environ, "KILL_AT": "3", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILL_HARNESS, str(SCRIPT), *_argv(codes, killed, *extra)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert get_last_checkpoint(str(killed)) == str(killed / "checkpoint-3")
+    assert not (killed / "model.safetensors").exists()
+
+    trainer = _train_ar_module().main(_argv(codes, killed, *extra, "--resume_from_checkpoint", "latest"))
+    assert trainer.state.global_step == 7
+    a, b = _weights(full), _weights(killed)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # A run that skipped the resume (fresh start) would differ: the check can fail.
+    assert not all(torch.equal(a[k], v) for k, v in _weights(killed / "checkpoint-3").items())
+
+
+def _tiny_trainer(out: Path, codes: Path, max_steps: int) -> IBQARTrainer:
+    torch.manual_seed(0)
+    config = IBQARConfig(
+        vocab_size=VOCAB, num_classes=CLASSES, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        grid_size=GRID, multiple_of=32,
+    )  # fmt: skip
+    args = IBQARTrainingArguments(
+        output_dir=str(out), per_device_train_batch_size=8, max_steps=max_steps, save_steps=2,
+        use_cpu=True, report_to=[], disable_tqdm=True, warmup_steps=1,
+    )  # fmt: skip
+    return IBQARTrainer(
+        model=IBQARForImageGeneration(config),
+        args=args,
+        train_dataset=load_codes_dataset(str(codes)),
+        data_collator=ARCodesCollator(GRID * GRID),
+    )
+
+
+def test_crash_during_save_keeps_previous_checkpoint(tmp_path, one_thread):
+    codes = _write_codes(tmp_path / "codes")
+    out = tmp_path / "run"
+    trainer = _tiny_trainer(out, codes, max_steps=4)
+    original = trainer._save_rng_state
+
+    def crash_at_step_4(output_dir: str) -> None:  # model + optimizer already written when this runs
+        if trainer.state.global_step == 4:
+            raise RuntimeError("simulated crash during save")
+        original(output_dir)
+
+    trainer._save_rng_state = crash_at_step_4
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        trainer.train()
+    # The half-written checkpoint sits in the staging folder, invisible to resume; checkpoint-2 is intact.
+    assert (out / STAGING_DIR_NAME / "checkpoint-4" / "model.safetensors").exists()
+    assert not (out / "checkpoint-4").exists()
+    assert get_last_checkpoint(str(out)) == str(out / "checkpoint-2")
+    IBQARForImageGeneration.from_pretrained(out / "checkpoint-2")
+
+    resumed = _tiny_trainer(out, codes, max_steps=4)
+    resumed.train(resume_from_checkpoint=True)
+    assert resumed.state.global_step == 4
+    assert (out / "checkpoint-4" / "rng_state.pth").exists()
+    assert not (out / STAGING_DIR_NAME).exists()
+
+
+def test_pipeline_export(tmp_path, tiny_tokenizer, one_thread):
+    from ibq_hf import IBQPipeline
+
+    tok_dir = tmp_path / "tok"
+    tiny_tokenizer.save_pretrained(tok_dir)
+    codes = _write_codes(tmp_path / "codes", rows=8, grid=8, vocab=64)
+    out = tmp_path / "run"
+    argv = _argv(codes, out, "--max_steps", "2", "--save_strategy", "no", "--tokenizer", str(tok_dir))
+    argv[argv.index("--grid_size") + 1] = "8"
+    argv[argv.index("--vocab_size") + 1] = "64"
+    argv[argv.index("--warmup_steps") + 1] = "0"  # 2 steps leave no room for warm-up + decay
+    _train_ar_module().main(argv)
+    pipe = IBQPipeline.from_pretrained(out / "pipeline")
+    image = pipe(class_labels=[1], output_type="np", generator=torch.Generator().manual_seed(0)).images
+    assert image.shape == (1, 16, 16, 3)
+
+
+@pytest.mark.slow
+def test_accelerate_two_process_ddp(tmp_path):
+    codes = _write_codes(tmp_path / "codes")
+    out = tmp_path / "ddp"
+    launcher = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(SCRIPT),
+    ]  # fmt: skip
+    proc = subprocess.run(
+        [
+            *launcher,
+            *_argv(codes, out, "--max_steps", "4", "--save_steps", "2", "--per_device_train_batch_size", "4"),
+        ],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    log = proc.stdout + proc.stderr
+    assert "rank 0: all 2 ranks in sync" in log and "rank 1: all 2 ranks in sync" in log
+    assert (out / "checkpoint-4" / "rng_state_1.pth").exists()
+    model = IBQARForImageGeneration.from_pretrained(out)
+    assert model.config.grid_size == GRID
+
+
+def test_extract_codes_then_train_reads_them(tmp_path, tiny_tokenizer):
+    """examples/extract_codes.py: imagefolder → parquet codes {input_ids [grid²], label} with class names."""
+    import numpy as np
+    from PIL import Image
+
+    for name in ("cat", "dog"):
+        (tmp_path / "images" / name).mkdir(parents=True)
+        for i in range(3):
+            pixels = np.random.default_rng(i + 10 * len(name)).integers(0, 255, (20, 24, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "images" / name / f"{i}.png")
+    tok_dir = tmp_path / "tok"
+    tiny_tokenizer.save_pretrained(tok_dir)
+    spec = importlib.util.spec_from_file_location(
+        "extract_codes_example", REPO / "examples" / "extract_codes.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "codes"
+    written = module.main(
+        ["--tokenizer", str(tok_dir), "--images", str(tmp_path / "images"), "--resolution", "16",
+         "--output_dir", str(out), "--batch_size", "4", "--rows_per_shard", "4"]
+    )  # fmt: skip
+    assert len(written) == 2
+    dataset = load_codes_dataset(str(out))
+    assert len(dataset) == 6 and dataset.features["label"].names == ["cat", "dog"]
+    assert sorted(dataset["label"]) == [0, 0, 0, 1, 1, 1]
+    # The codes equal the tokenizer's on the centre-cropped image.
+    from ibq_hf.pipeline import images_to_tensor
+
+    row = next(r for r in dataset if r["label"] == 0)
+    first = Image.open(sorted((tmp_path / "images" / "cat").glob("*.png"))[0])
+    expected = tiny_tokenizer.tokenize(images_to_tensor([first], resolution=16)).flatten().tolist()
+    rows0 = [r["input_ids"] for r in dataset if r["label"] == 0]
+    assert expected in rows0 and len(row["input_ids"]) == 64
