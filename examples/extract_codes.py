@@ -8,6 +8,12 @@ with ``--dataset``, any ``datasets`` id / local script with an image and a label
 (shorter side) and centre-cropped to ``--resolution`` (the IBQ evaluation transform, so the codes are
 deterministic), then ``IBQVQModel.tokenize`` gives its ``grid × grid`` code ids. The output is parquet shards
 of rows ``{input_ids: [grid²] int, label: int}`` with the ClassLabel names kept in the metadata.
+
+The reference trains the AR model on a fresh random crop of every image at every step. Pre-extracted codes
+cannot do that exactly; ``--crops N`` approximates it with N random crops per image (the reference train
+transform, ``ibq_hf.training.data.image_transform``, seeded per image and crop by ``--seed`` so a rerun gives
+the same rows), optionally flipped with ``--hflip``. ``--push_to_hub REPO`` uploads the shards as a dataset
+after they are written locally.
 """
 
 from __future__ import annotations
@@ -38,9 +44,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rows_per_shard", type=int, default=50_000, help="Rows per parquet file.")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument(
+        "--crops", type=int, default=0, help="Random crops per image (0: one centre crop, deterministic)."
+    )
+    parser.add_argument("--hflip", action="store_true", help="With --crops: random horizontal flips too.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the crop/flip randomness.")
+    parser.add_argument("--push_to_hub", metavar="REPO", help="Upload the shards to this Hub dataset repo.")
     args = parser.parse_args(argv)
-    if args.resolution <= 0 or args.batch_size <= 0 or args.rows_per_shard <= 0:
-        parser.error("--resolution, --batch_size and --rows_per_shard must be positive.")
+    if args.resolution <= 0 or args.batch_size <= 0 or args.rows_per_shard <= 0 or args.crops < 0:
+        parser.error("--resolution, --batch_size and --rows_per_shard must be positive, --crops >= 0.")
+    if args.hflip and not args.crops:
+        parser.error("--hflip needs --crops N (the centre-crop extraction is deterministic).")
     return args
 
 
@@ -50,6 +64,7 @@ def main(argv: list[str] | None = None) -> list[str]:
 
     from ibq_hf import IBQVQModel
     from ibq_hf.pipeline import images_to_tensor
+    from ibq_hf.training.data import image_transform
 
     args = parse_args(argv)
     if args.images is not None:
@@ -81,17 +96,36 @@ def main(argv: list[str] | None = None) -> list[str]:
         written.append(path)
         rows["input_ids"], rows["label"] = [], []
 
+    augment = image_transform(args.resolution, train=True, hflip=args.hflip) if args.crops else None
+    seen = 0
     for batch in source.iter(batch_size=args.batch_size):
-        pixels = images_to_tensor(batch[args.image_column], resolution=args.resolution)
+        labels = [int(label) for label in batch[args.label_column]]
+        if augment is None:
+            pixels = images_to_tensor(batch[args.image_column], resolution=args.resolution)
+        else:  # crop j of image i uses seed (seed, i, j): independent of batch size and reruns
+            crops = []
+            for i, image in enumerate(batch[args.image_column]):
+                for j in range(args.crops):
+                    gen = torch.Generator().manual_seed(args.seed * 1_000_003 + (seen + i) * args.crops + j)
+                    crops.append(augment(image, generator=gen))
+            pixels = torch.stack(crops)  # [B·N, 3, R, R] in [-1, 1]
+            labels = [label for label in labels for _ in range(args.crops)]
+        seen += len(batch[args.label_column])
         with torch.inference_mode():
             codes = vqvae.tokenize(pixels.to(args.device, dtype))  # [B, h, w]
         rows["input_ids"] += codes.flatten(1).cpu().tolist()
-        rows["label"] += [int(label) for label in batch[args.label_column]]
+        rows["label"] += labels
         if len(rows["label"]) >= args.rows_per_shard:
             flush()
     if rows["label"]:
         flush()
-    print(f"wrote {len(written)} shard(s) of {len(source)} rows to {args.output_dir}", flush=True)
+    print(f"wrote {len(written)} shard(s) from {len(source)} images to {args.output_dir}", flush=True)
+    if args.push_to_hub:  # only after everything is safely on disk
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+        api.create_repo(args.push_to_hub, repo_type="dataset", exist_ok=True)
+        api.upload_folder(repo_id=args.push_to_hub, repo_type="dataset", folder_path=args.output_dir)
     return written
 
 

@@ -281,3 +281,45 @@ def test_extract_codes_then_train_reads_them(tmp_path, tiny_tokenizer):
     expected = tiny_tokenizer.tokenize(images_to_tensor([first], resolution=16)).flatten().tolist()
     rows0 = [r["input_ids"] for r in dataset if r["label"] == 0]
     assert expected in rows0 and len(row["input_ids"]) == 64
+
+
+def test_extract_codes_random_crops_are_seeded(tmp_path, tiny_tokenizer):
+    """--crops N: N reference random crops per image, reproducible from --seed, labels repeated."""
+    import numpy as np
+    from PIL import Image
+
+    from ibq_hf.training.data import image_transform
+
+    for name in ("a", "b"):
+        (tmp_path / "images" / name).mkdir(parents=True)
+        for i in range(2):
+            pixels = np.random.default_rng(i + 7 * len(name) + ord(name)).integers(
+                0, 255, (24, 30, 3), np.uint8
+            )
+            Image.fromarray(pixels).save(tmp_path / "images" / name / f"{i}.png")
+    tok_dir = tmp_path / "tok"
+    tiny_tokenizer.save_pretrained(tok_dir)
+    spec = importlib.util.spec_from_file_location(
+        "extract_codes_crops", REPO / "examples" / "extract_codes.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def run(out: str, batch_size: str, seed: str = "3") -> list:
+        module.main(
+            ["--tokenizer", str(tok_dir), "--images", str(tmp_path / "images"), "--resolution", "16",
+             "--output_dir", str(tmp_path / out), "--batch_size", batch_size, "--crops", "3", "--hflip",
+             "--seed", seed]
+        )  # fmt: skip
+        return list(load_codes_dataset(str(tmp_path / out)))
+
+    rows = run("c1", "4")
+    assert len(rows) == 12 and sorted(r["label"] for r in rows) == [0] * 6 + [1] * 6
+    assert rows == run("c2", "1")  # independent of the batch size
+    assert rows != run("c3", "4", seed="4")
+    # the first crop of the first image is the reference train transform with the documented seed
+    first = Image.open(sorted((tmp_path / "images" / "a").glob("*.png"))[0])
+    crop = image_transform(16, train=True, hflip=True)(
+        first, generator=torch.Generator().manual_seed(3 * 1_000_003)
+    )
+    assert rows[0]["input_ids"] == tiny_tokenizer.tokenize(crop[None]).flatten().tolist()
