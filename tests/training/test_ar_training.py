@@ -16,12 +16,12 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from ibq_hf import IBQARConfig, IBQARForImageGeneration
 from ibq_hf.training.ar_trainer import (
-    STAGING_DIR_NAME,
     ARCodesCollator,
     IBQARTrainer,
     IBQARTrainingArguments,
     load_codes_dataset,
 )
+from ibq_hf.training.checkpointing import STAGING_DIR_NAME
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "examples" / "train_ar.py"

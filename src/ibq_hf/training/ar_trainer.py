@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import glob
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from transformers import Trainer, TrainingArguments
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from ibq_hf.training.ar_schedule import WeightDecayScheduleCallback, ar_param_groups, get_var_schedule
-
-STAGING_DIR_NAME = ".staging-checkpoint"  # never matches Trainer's ``^checkpoint-\d+$``
+from ibq_hf.training.checkpointing import AtomicCheckpointMixin
 
 
 @dataclass
@@ -118,7 +115,7 @@ def load_codes_dataset(source: str, split: str = "train") -> Any:
     return dataset
 
 
-class IBQARTrainer(Trainer):
+class IBQARTrainer(AtomicCheckpointMixin, Trainer):
     """``Trainer`` with the reference AdamW groups, the VAR lr / wd schedule and atomic checkpoints."""
 
     args: IBQARTrainingArguments
@@ -127,7 +124,6 @@ class IBQARTrainer(Trainer):
         super().__init__(*args, **kwargs)
         if not isinstance(self.args, IBQARTrainingArguments):
             raise ValueError("IBQARTrainer needs IBQARTrainingArguments (it holds the schedule settings).")
-        self._staging_root: str | None = None
 
     # ---- optimizer and schedule --------------------------------------------------------------------------
 
@@ -172,73 +168,6 @@ class IBQARTrainer(Trainer):
             )
         )
         return self.lr_scheduler
-
-    # ---- atomic checkpoints ------------------------------------------------------------------------------
-
-    def _get_output_dir(self, trial: Any) -> str:
-        # While a checkpoint is saved, Trainer writes it under the staging root instead of the run folder.
-        return self._staging_root if self._staging_root is not None else super()._get_output_dir(trial)
-
-    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
-        """Write ``checkpoint-N`` to ``<run>/.staging-checkpoint/`` and rename it into place when complete.
-
-        A kill at any point leaves either the previous set of checkpoints or the new, complete one: the only
-        step that makes ``checkpoint-N`` visible is a ``rename`` (atomic on POSIX). An existing folder of the same
-        name (a re-save after resuming) is swapped out the same way.
-        """
-        run_dir = super()._get_output_dir(trial)
-        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        staging_root = os.path.join(run_dir, STAGING_DIR_NAME)
-        if self.args.should_save:
-            shutil.rmtree(staging_root, ignore_errors=True)  # leftovers of a save that crashed
-            os.makedirs(staging_root)
-        self.accelerator.wait_for_everyone()
-        self._staging_root = staging_root
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self._staging_root = None
-        self.accelerator.wait_for_everyone()
-        if self.args.should_save:
-            final = os.path.join(run_dir, name)
-            _publish(os.path.join(staging_root, name), final, staging_root)
-            best = self.state.best_model_checkpoint
-            if best is not None and best.startswith(staging_root):
-                self.state.best_model_checkpoint = os.path.join(run_dir, os.path.relpath(best, staging_root))
-            shutil.rmtree(staging_root, ignore_errors=True)
-            rotate_checkpoints(
-                output_dir=run_dir,
-                save_total_limit=self.args.save_total_limit,
-                best_model_checkpoint=self.state.best_model_checkpoint,
-                use_mtime=False,
-            )
-        self.accelerator.wait_for_everyone()
-
-
-def _fsync_tree(folder: str) -> None:
-    """Flush every file of ``folder`` to disk so the rename publishes complete data."""
-    for root, _, files in os.walk(folder):
-        for fname in files:
-            fd = os.open(os.path.join(root, fname), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
-
-def _publish(staged: str, final: str, staging_root: str) -> None:
-    """Make ``staged`` visible as ``final`` with renames only (an old ``final`` is moved aside first)."""
-    if not os.path.isdir(staged):
-        raise FileNotFoundError(f"Checkpoint staging folder {staged} is missing; the save did not complete.")
-    _fsync_tree(staged)
-    if os.path.exists(final):
-        os.replace(final, os.path.join(staging_root, "replaced-" + os.path.basename(final)))
-    os.replace(staged, final)
-    parent = os.open(os.path.dirname(final) or ".", os.O_RDONLY)
-    try:
-        os.fsync(parent)
-    finally:
-        os.close(parent)
 
 
 def write_ar_model_card(

@@ -1,0 +1,447 @@
+"""Train the IBQ tokenizer (:class:`~ibq_hf.IBQVQModel` + PatchGAN) with HF ``Trainer`` (reference §3.1, §3.4).
+
+Each training step (manual two-optimiser GAN step inside :meth:`IBQTokenizerTrainer.training_step`):
+
+1. one generator forward: x̂, indices, quant_loss, entropy_loss;
+2. **discriminator step first**, on x and x̂.detach(): L_D = 0.05·LeCam + hinge, its own Adam, stepped here;
+3. generator loss L_G = mean L1 + mean LPIPS + 0.1·g + 1.0·quant_loss + 0.05·entropy_loss (g: non-saturating
+   loss on patch-averaged logits, D frozen), backward; ``Trainer`` steps the generator Adam (it owns it);
+4. the EMA of the generator is updated after the step (a callback on ``on_step_end``).
+
+Both Adams: lr 1e-4, betas (0.5, 0.9), eps 1e-8, no weight decay; lr ×``lr_drop_rate`` at each of
+``lr_drop_steps`` / ``lr_drop_epochs`` (for both optimisers). Checkpoints hold the generator, the discriminator and
+the LeCam buffers (``model.safetensors`` of :class:`IBQTokenizerGAN`), the generator optimiser / scheduler
+(``optimizer.pt`` / ``scheduler.pt``), the discriminator's (``discriminator_optimizer.pt``), the EMA
+(``ema.safetensors`` + ``ema_state.json``) and the RNG state, so ``resume_from_checkpoint`` continues exactly.
+Checkpoints are written atomically (staging folder + rename) by the mechanism of
+:class:`~ibq_hf.training.checkpointing.AtomicCheckpointMixin`.
+
+Limits: ``gradient_accumulation_steps`` must be 1 (the discriminator steps every micro-batch); under DDP the
+gradients are all-reduced by hand (the sub-networks are called outside the DDP wrapper).
+"""
+
+from __future__ import annotations
+
+import bisect
+import copy
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import has_length
+
+from ibq_hf.models.vq_model import IBQVQModel
+from ibq_hf.quantizer import CodebookUsage
+from ibq_hf.training.checkpointing import AtomicCheckpointMixin
+from ibq_hf.training.ema import EMAModel
+from ibq_hf.training.losses import (
+    LPIPS,
+    LeCamRegularizer,
+    NLayerDiscriminator,
+    hinge_d_loss,
+    non_saturating_g_loss,
+)
+
+__all__ = [
+    "IBQTokenizerGAN",
+    "IBQTokenizerTrainer",
+    "IBQTokenizerTrainingArguments",
+    "lr_drop_factor",
+    "write_tokenizer_model_card",
+]
+
+DISC_OPTIMIZER_NAME = "discriminator_optimizer.pt"
+EMA_WEIGHTS_NAME = "ema.safetensors"
+EMA_STATE_NAME = "ema_state.json"
+
+
+@dataclass
+class IBQTokenizerTrainingArguments(TrainingArguments):
+    """``TrainingArguments`` with the reference tokenizer recipe as defaults (reference §3.1, §3.4)."""
+
+    learning_rate: float = field(default=1e-4, metadata={"help": "Adam lr of generator and discriminator."})
+    adam_beta1: float = field(default=0.5, metadata={"help": "Adam beta1 (reference 0.5)."})
+    adam_beta2: float = field(default=0.9, metadata={"help": "Adam beta2 (reference 0.9)."})
+    adam_epsilon: float = field(default=1e-8, metadata={"help": "Adam epsilon."})
+    weight_decay: float = field(default=0.0, metadata={"help": "Must stay 0 (plain Adam, reference)."})
+    max_grad_norm: float = field(default=0.0, metadata={"help": "Generator grad clipping (reference: none)."})
+    lr_scheduler_type: str = field(
+        default="constant", metadata={"help": "Unused: the lr drop schedule applies."}
+    )
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep pixel_values / class_labels."})
+    lr_drop_epochs: list[int] = field(
+        default_factory=list,
+        metadata={
+            "help": "Epochs E after which both lrs are multiplied by lr_drop_rate (reference 250 300)."
+        },
+    )
+    lr_drop_steps: list[int] = field(
+        default_factory=list, metadata={"help": "Optimizer steps after which both lrs drop (alternative)."}
+    )
+    lr_drop_rate: float = field(default=0.1, metadata={"help": "lr factor per drop (reference 0.1)."})
+    ema_decay: float = field(default=0.999, metadata={"help": "EMA decay of the generator weights."})
+    perceptual_weight: float = field(default=1.0, metadata={"help": "LPIPS weight (0 or --no_lpips: off)."})
+    gen_loss_weight: float = field(default=0.1, metadata={"help": "Weight of the adversarial G loss."})
+    quant_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the quantizer loss."})
+    entropy_loss_weight: float = field(default=0.05, metadata={"help": "Weight of the entropy loss."})
+    lecam_loss_weight: float = field(default=0.05, metadata={"help": "Weight of LeCam in L_D."})
+    lecam_decay: float = field(default=0.999, metadata={"help": "Decay of the LeCam logit EMAs."})
+    disc_ndf: int = field(default=64, metadata={"help": "Discriminator base width."})
+    disc_num_layers: int = field(default=3, metadata={"help": "Discriminator depth."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.gradient_accumulation_steps != 1:
+            raise ValueError("Tokenizer GAN training needs gradient_accumulation_steps == 1.")
+        if self.weight_decay != 0.0:
+            raise ValueError("The reference uses Adam without weight decay; keep weight_decay at 0.")
+        if self.lr_drop_epochs and self.lr_drop_steps:
+            raise ValueError("Give lr_drop_epochs or lr_drop_steps, not both.")
+
+
+def lr_drop_factor(step: int, drop_steps: Sequence[int], rate: float) -> float:
+    """lr factor after ``step`` optimizer steps: ``rate`` to the number of drop points <= step."""
+    return rate ** bisect.bisect_right(sorted(drop_steps), step)
+
+
+class IBQTokenizerGAN(nn.Module):
+    """Generator + discriminator + LeCam buffers in one module, so ``Trainer`` checkpoints hold all of them.
+
+    LPIPS (frozen, optional) is attached but left out of ``state_dict`` (checkpoints stay small; it is rebuilt
+    from its weight files).
+    """
+
+    def __init__(
+        self,
+        generator: IBQVQModel,
+        discriminator: nn.Module,
+        lecam: LeCamRegularizer | None = None,
+        lpips: LPIPS | None = None,
+    ) -> None:
+        super().__init__()
+        self.generator = generator
+        self.discriminator = discriminator
+        self.lecam = lecam if lecam is not None else LeCamRegularizer()
+        self.lpips = lpips
+        if lpips is not None:
+            lpips.requires_grad_(False)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+        state = super().state_dict(*args, **kwargs)
+        prefix = kwargs.get("prefix", args[1] if len(args) > 1 else "")
+        for key in [k for k in state if k.startswith(f"{prefix}lpips.")]:
+            del state[key]
+        return state
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Reconstruction (the trainer calls the sub-networks itself)."""
+        return self.generator(pixel_values).sample
+
+
+class _EMAStepCallback(TrainerCallback):
+    def __init__(self, trainer: IBQTokenizerTrainer) -> None:
+        self.trainer = trainer
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.trainer.ema.step(self.trainer.gan.generator)
+
+
+class IBQTokenizerTrainer(AtomicCheckpointMixin, Trainer):
+    """``Trainer`` for the IBQ tokenizer GAN (atomic checkpoints); the model must be an :class:`IBQTokenizerGAN`."""
+
+    args: IBQTokenizerTrainingArguments
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.args, IBQTokenizerTrainingArguments):
+            raise ValueError("IBQTokenizerTrainer needs IBQTokenizerTrainingArguments.")
+        if not isinstance(self.model, IBQTokenizerGAN):
+            raise ValueError(
+                "IBQTokenizerTrainer needs an IBQTokenizerGAN model (generator + discriminator)."
+            )
+        self.gan: IBQTokenizerGAN = self.model
+        self.ema = EMAModel(self.gan.generator, decay=self.args.ema_decay)
+        self.disc_optimizer: torch.optim.Optimizer | None = None
+        self.disc_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        self.usage = CodebookUsage(self.gan.generator.config.num_embeddings)
+        self._log_sums: dict[str, float] = {}
+        self._log_count = 0
+        self.step_hooks: list[Any] = []  # called as hook(phase, x_rec) with phase "disc" / "gen" (tests)
+        self.add_callback(_EMAStepCallback(self))
+
+    # ---- optimisers and schedule -------------------------------------------------------------------------
+
+    def _adam(self, params: Sequence[nn.Parameter]) -> torch.optim.Adam:
+        a = self.args
+        return torch.optim.Adam(
+            list(params), lr=a.learning_rate, betas=(a.adam_beta1, a.adam_beta2), eps=a.adam_epsilon
+        )
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """Generator Adam (owned and stepped by ``Trainer``) and discriminator Adam (stepped here)."""
+        if self.optimizer is None:
+            self.optimizer = self._adam([p for p in self.gan.generator.parameters() if p.requires_grad])
+        if self.disc_optimizer is None:
+            self.disc_optimizer = self._adam(
+                [p for p in self.gan.discriminator.parameters() if p.requires_grad]
+            )
+        return self.optimizer
+
+    def _drop_steps(self) -> list[int]:
+        if self.args.lr_drop_steps:
+            return list(self.args.lr_drop_steps)
+        if not self.args.lr_drop_epochs:
+            return []
+        if not has_length(self.train_dataset):
+            raise ValueError("lr_drop_epochs needs a dataset with a length; use lr_drop_steps instead.")
+        steps_per_epoch = max(len(self.get_train_dataloader()) // self.args.gradient_accumulation_steps, 1)
+        return [e * steps_per_epoch for e in self.args.lr_drop_epochs]
+
+    def create_scheduler(
+        self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
+    ) -> torch.optim.lr_scheduler.LRScheduler:
+        drops, rate = self._drop_steps(), self.args.lr_drop_rate
+
+        def factor(step: int) -> float:
+            return lr_drop_factor(step, drops, rate)
+
+        if self.lr_scheduler is None:
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.optimizer if optimizer is None else optimizer, factor
+            )
+            self._created_lr_scheduler = True
+        if self.disc_scheduler is None:
+            assert self.disc_optimizer is not None
+            self.disc_scheduler = torch.optim.lr_scheduler.LambdaLR(self.disc_optimizer, factor)
+        return self.lr_scheduler
+
+    # ---- the GAN step ------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _all_reduce_grads(module: nn.Module) -> None:
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return
+        world = torch.distributed.get_world_size()
+        for p in module.parameters():
+            if p.grad is not None:
+                torch.distributed.all_reduce(p.grad)
+                p.grad /= world
+
+    def training_step(
+        self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None
+    ) -> torch.Tensor:
+        gan, a = self.gan, self.args
+        gan.train()
+        inputs = self._prepare_inputs(inputs)
+        x = inputs["pixel_values"]
+        out = gan.generator(x)
+        x_rec = out.sample
+
+        # 1) discriminator step on x and x̂.detach() (reference order: D first).
+        for hook in self.step_hooks:
+            hook("disc", x_rec)
+        assert self.disc_optimizer is not None and self.disc_scheduler is not None
+        self.disc_optimizer.zero_grad(set_to_none=True)
+        logits_real = gan.discriminator(x.detach())
+        logits_fake = gan.discriminator(x_rec.detach())
+        hinge = hinge_d_loss(logits_real, logits_fake)
+        lecam = gan.lecam(logits_real, logits_fake)
+        d_loss = a.lecam_loss_weight * lecam + hinge
+        self.accelerator.backward(d_loss)
+        self._all_reduce_grads(gan.discriminator)
+        self.disc_optimizer.step()
+        self.disc_scheduler.step()
+        self.disc_optimizer.zero_grad(set_to_none=True)
+
+        # 2) generator loss; Trainer steps the generator optimiser afterwards.
+        for hook in self.step_hooks:
+            hook("gen", x_rec)
+        gan.discriminator.requires_grad_(False)
+        try:
+            rec = (x - x_rec).abs().mean()
+            perceptual = x_rec.new_zeros(())
+            if gan.lpips is not None and a.perceptual_weight > 0:
+                perceptual = gan.lpips(x, x_rec).mean()
+            g_loss = non_saturating_g_loss(gan.discriminator(x_rec))
+            quant = out.quant_loss if out.quant_loss is not None else x_rec.new_zeros(())
+            entropy = out.entropy_loss if out.entropy_loss is not None else x_rec.new_zeros(())
+            loss = (
+                rec
+                + a.perceptual_weight * perceptual
+                + a.gen_loss_weight * g_loss
+                + a.quant_loss_weight * quant
+                + a.entropy_loss_weight * entropy
+            )
+            self.accelerator.backward(loss)
+        finally:
+            gan.discriminator.requires_grad_(True)
+        self._all_reduce_grads(gan.generator)
+
+        self.usage.update(out.indices.detach())
+        terms = {
+            "rec_loss": rec, "perceptual_loss": perceptual, "g_loss": g_loss, "quant_loss": quant,
+            "entropy_loss": entropy, "d_loss": d_loss, "d_hinge_loss": hinge, "lecam_loss": lecam,
+            "logits_real": logits_real.mean(), "logits_fake": logits_fake.mean(),
+        }  # fmt: skip
+        for k, v in terms.items():
+            self._log_sums[k] = self._log_sums.get(k, 0.0) + float(v.detach())
+        self._log_count += 1
+        return loss.detach()
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the mean loss terms since the last log, codebook usage / perplexity and the D lr."""
+        if "loss" in logs and self._log_count:
+            sums = torch.tensor([*self._log_sums.values(), float(self._log_count)], dtype=torch.float64)
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                sums = sums.to(self.args.device)
+                torch.distributed.all_reduce(sums)
+                sums = sums.cpu()
+            for k, v in zip(self._log_sums, sums[:-1].tolist(), strict=True):
+                logs[f"train/{k}"] = v / float(sums[-1])
+            self.usage.all_reduce()
+            stats = self.usage.compute()
+            logs["train/codebook_used"] = stats["used"]
+            logs["train/codebook_utilization"] = stats["utilization"]
+            logs["train/codebook_perplexity"] = stats["perplexity"]
+            if self.disc_optimizer is not None:
+                logs["train/disc_learning_rate"] = self.disc_optimizer.param_groups[0]["lr"]
+            self.usage.reset()
+            self._log_sums, self._log_count = {}, 0
+        super().log(logs, start_time)
+
+    # ---- checkpoints -------------------------------------------------------------------------------------
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """The GAN state dict (Trainer) plus the EMA shadows (``ema.safetensors`` + ``ema_state.json``)."""
+        super().save_model(output_dir, _internal_call=_internal_call)
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if self.args.should_save:
+            os.makedirs(output_dir, exist_ok=True)
+            state = self.ema.state_dict()
+            shadow = {k: v.detach().contiguous().cpu() for k, v in state["shadow"].items()}
+            save_file(shadow, os.path.join(output_dir, EMA_WEIGHTS_NAME), metadata={"format": "pt"})
+            with open(os.path.join(output_dir, EMA_STATE_NAME), "w") as f:
+                json.dump({"decay": state["decay"], "num_updates": state["num_updates"]}, f)
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        super()._save_optimizer_and_scheduler(output_dir)
+        if self.args.should_save and self.disc_optimizer is not None and self.disc_scheduler is not None:
+            torch.save(
+                {
+                    "optimizer": self.disc_optimizer.state_dict(),
+                    "scheduler": self.disc_scheduler.state_dict(),
+                },
+                os.path.join(output_dir, DISC_OPTIMIZER_NAME),
+            )
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None:
+            return
+        path = os.path.join(checkpoint, DISC_OPTIMIZER_NAME)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"{checkpoint} lacks {DISC_OPTIMIZER_NAME}; cannot resume the discriminator."
+            )
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        assert self.disc_optimizer is not None and self.disc_scheduler is not None
+        self.disc_optimizer.load_state_dict(state["optimizer"])
+        self.disc_scheduler.load_state_dict(state["scheduler"])
+        self.load_ema(checkpoint)
+
+    def load_ema(self, checkpoint: str) -> None:
+        """Restore the EMA saved in ``checkpoint``."""
+        with open(os.path.join(checkpoint, EMA_STATE_NAME)) as f:
+            meta = json.load(f)
+        shadow = load_file(os.path.join(checkpoint, EMA_WEIGHTS_NAME))
+        self.ema.load_state_dict({**meta, "shadow": shadow})
+
+    # ---- export ------------------------------------------------------------------------------------------
+
+    def ema_generator(self) -> IBQVQModel:
+        """A CPU float32 copy of the generator with the EMA weights, in eval mode."""
+        generator = copy.deepcopy(self.gan.generator).to("cpu", torch.float32)
+        self.ema.copy_to(generator)
+        return generator.eval()
+
+    def save_ema_tokenizer(
+        self, save_directory: str, *, dataset: str | None = None, repo_id: str | None = None
+    ) -> IBQVQModel:
+        """``save_pretrained`` the EMA tokenizer plus a model card (main process); returns the EMA model."""
+        generator = self.ema_generator()
+        if self.is_world_process_zero():
+            generator.save_pretrained(save_directory)
+            write_tokenizer_model_card(
+                generator, save_directory, dataset=dataset, repo_id=repo_id, steps=self.state.global_step
+            )
+        return generator
+
+
+def write_tokenizer_model_card(
+    model: IBQVQModel,
+    save_directory: str | os.PathLike,
+    *,
+    dataset: str | None = None,
+    repo_id: str | None = None,
+    steps: int | None = None,
+) -> str:
+    """Model card for a tokenizer trained by ``examples/train_ibq.py``."""
+    from ibq_hf.hub_utils import write_model_card
+
+    cfg = model.config
+    n_params = sum(p.numel() for p in model.parameters())
+    name = repo_id or os.path.basename(os.path.abspath(save_directory))
+    factor = 2 ** (len(cfg.ch_mult) - 1)
+    usage = (
+        "from ibq_hf import IBQVQModel\n\n"
+        f'vqvae = IBQVQModel.from_pretrained("{name}").eval()\n'
+        f"indices = vqvae.tokenize(pixel_values)  # pixel_values [B,3,{cfg.resolution},{cfg.resolution}] in [-1,1]\n"
+        "images = vqvae.decode_indices(indices)"
+    )
+    description = (
+        f"An IBQ visual tokenizer ({n_params:,} parameters, codebook {cfg.num_embeddings}, downsampling "
+        f"{factor}×, trained at {cfg.resolution}×{cfg.resolution}) trained with ibq-hf's `examples/train_ibq.py` "
+        "(reference recipe: L1 + LPIPS + 0.1·non-saturating GAN + quant + 0.05·entropy, hinge + LeCam "
+        "PatchGAN, Adam (0.5, 0.9)); these are the EMA (decay 0.999) weights"
+        + (f" after {steps} steps" if steps else "")
+        + "."
+        + (f" Training data: `{dataset}`." if dataset else "")
+    )
+    return str(
+        write_model_card(
+            save_directory,
+            title=f"IBQ tokenizer ({cfg.num_embeddings} codes)",
+            description=description,
+            usage=usage,
+            library_name="diffusers",
+            tags=["image-tokenizer", "vqgan"],
+            pipeline_tag=None,
+        )
+    )
+
+
+def build_tokenizer_gan(
+    generator: IBQVQModel,
+    args: IBQTokenizerTrainingArguments,
+    *,
+    lpips_weights: str | None = None,
+    lpips_heads: str | None = None,
+    no_lpips: bool = False,
+    lpips_random_backbone: bool = False,
+) -> IBQTokenizerGAN:
+    """Generator + reference PatchGAN + LeCam (+ LPIPS from local files, or none)."""
+    discriminator = NLayerDiscriminator(
+        input_nc=generator.config.out_channels, ndf=args.disc_ndf, n_layers=args.disc_num_layers
+    )
+    lpips = None
+    if not no_lpips and args.perceptual_weight > 0:
+        lpips = LPIPS.from_pretrained_weights(
+            vgg_path=lpips_weights, heads_path=lpips_heads, random_backbone=lpips_random_backbone
+        )
+    return IBQTokenizerGAN(generator, discriminator, LeCamRegularizer(decay=args.lecam_decay), lpips)

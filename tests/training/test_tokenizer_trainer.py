@@ -1,0 +1,167 @@
+"""IBQ tokenizer GAN training with HF Trainer: tiny model, tiny in-memory data, CPU."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from conftest import TINY_TOKENIZER_CONFIG
+from ibq_hf import IBQVQModel
+from ibq_hf.training.tokenizer_trainer import (
+    IBQTokenizerTrainer,
+    IBQTokenizerTrainingArguments,
+    build_tokenizer_gan,
+    lr_drop_factor,
+)
+
+SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "train_ibq.py"
+
+
+class _Images(torch.utils.data.Dataset):
+    def __init__(self, n: int = 8) -> None:
+        g = torch.Generator().manual_seed(3)
+        self.x = torch.rand(n, 3, 16, 16, generator=g) * 2 - 1
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"pixel_values": self.x[i], "class_labels": 0}
+
+
+def _collate(rows: list[dict]) -> dict:
+    return {"pixel_values": torch.stack([r["pixel_values"] for r in rows])}
+
+
+def _trainer(out: Path, max_steps: int, lpips: bool = False, **kw) -> IBQTokenizerTrainer:
+    args = IBQTokenizerTrainingArguments(
+        output_dir=str(out), per_device_train_batch_size=2, max_steps=max_steps, save_steps=2, use_cpu=True,
+        report_to=[], disable_tqdm=True, logging_steps=1, seed=0, ema_decay=0.5, disc_ndf=8, disc_num_layers=2, **kw,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    gan = build_tokenizer_gan(
+        IBQVQModel(**TINY_TOKENIZER_CONFIG), args, no_lpips=not lpips, lpips_random_backbone=lpips
+    )
+    return IBQTokenizerTrainer(model=gan, args=args, train_dataset=_Images(), data_collator=_collate)
+
+
+def _snapshot(trainer: IBQTokenizerTrainer) -> dict[str, torch.Tensor]:
+    state = {f"gan.{k}": v.detach().clone() for k, v in trainer.gan.state_dict().items()}
+    state.update({f"ema.{k}": v.clone() for k, v in trainer.ema.shadow.items()})
+    return state
+
+
+def test_lr_drop_factor():
+    assert [lr_drop_factor(s, [2, 4], 0.1) for s in range(6)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_steps_update_both_networks_and_export(tmp_path, one_thread):
+    trainer = _trainer(tmp_path / "run", max_steps=3, lpips=True, lr_drop_steps=[2])
+    before = _snapshot(trainer)
+    trainer.train()
+    after = _snapshot(trainer)
+    for prefix in ("gan.generator.", "gan.discriminator."):
+        assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(prefix)), prefix
+    assert not torch.equal(before["gan.lecam.ema_real"], after["gan.lecam.ema_real"])
+    assert not any(k.startswith("gan.lpips.") for k in after)  # LPIPS is not checkpointed
+    raw = dict(trainer.gan.generator.named_parameters())
+    assert any(not torch.equal(trainer.ema.shadow[k], raw[k]) for k in trainer.ema.shadow)
+    assert trainer.ema.num_updates == 3
+    # lr dropped ×0.1 after 2 steps, for both optimisers
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-5)
+    assert trainer.disc_optimizer.param_groups[0]["lr"] == pytest.approx(1e-5)
+    logged = [h for h in trainer.state.log_history if "train/codebook_perplexity" in h]
+    assert len(logged) == 3 and all(h["train/perceptual_loss"] > 0 for h in logged)
+    assert {"train/d_loss", "train/g_loss", "train/quant_loss", "train/entropy_loss"} <= set(logged[0])
+    ckpt = tmp_path / "run" / "checkpoint-2"
+    for name in ("model.safetensors", "optimizer.pt", "discriminator_optimizer.pt", "ema.safetensors"):
+        assert (ckpt / name).is_file(), name
+
+    export = tmp_path / "export"
+    trainer.save_ema_tokenizer(str(export), dataset="tiny")
+    loaded = IBQVQModel.from_pretrained(str(export))
+    for name, p in loaded.named_parameters():
+        assert torch.equal(p, trainer.ema.shadow[name].cpu()), name
+    assert "EMA" in (export / "README.md").read_text()
+
+
+def test_discriminator_step_precedes_generator_step_on_same_reconstruction(tmp_path, one_thread):
+    trainer = _trainer(tmp_path / "run", max_steps=2, save_strategy="no")
+    events: list[tuple] = []
+    trainer.step_hooks.append(lambda phase, x_rec: events.append((phase, id(x_rec))))
+    disc_calls: list[bool] = []
+    trainer.gan.discriminator.register_forward_pre_hook(
+        lambda m, inp: disc_calls.append(inp[0].requires_grad)
+    )
+    d_param = next(trainer.gan.discriminator.parameters())
+    d_before_g: list[bool] = []
+
+    def on_gen(phase, x_rec):
+        if phase == "gen":  # by the G phase the D optimiser has stepped (weights differ from the step start)
+            d_before_g.append(not torch.equal(d_param.detach(), start[0]))
+        else:
+            start[0] = d_param.detach().clone()
+
+    start: list = [None]
+    trainer.step_hooks.append(on_gen)
+    trainer.train()
+    assert [e[0] for e in events] == ["disc", "gen", "disc", "gen"]
+    assert events[0][1] == events[1][1] and events[2][1] == events[3][1]  # the same x̂ per step
+    # per step: D(x), D(x̂.detach()) (no grad), then D(x̂) carrying the generator's graph
+    assert disc_calls == [False, False, True] * 2
+    assert d_before_g == [True, True]
+
+
+def test_resume_is_bitwise_exact(tmp_path, one_thread):
+    full = _trainer(tmp_path / "full", max_steps=4)
+    full.train()
+    expected = _snapshot(full)
+
+    stopped = _trainer(tmp_path / "run", max_steps=2)  # simulated stop after checkpoint-2 (mid-epoch)
+    stopped.train()
+    at_stop = _snapshot(stopped)
+    resumed = _trainer(tmp_path / "run", max_steps=4)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-2"))
+    got = _snapshot(resumed)
+    assert resumed.state.global_step == 4
+    assert expected.keys() == got.keys()
+    bad = [k for k in expected if not torch.equal(expected[k], got[k])]
+    assert not bad, bad[:5]
+    assert resumed.ema.num_updates == full.ema.num_updates == 4
+    # the check can fail: the state at the stop differs from the final one
+    assert any(not torch.equal(at_stop[k], expected[k]) for k in expected)
+    ckpt_ema = load_file(str(tmp_path / "run" / "checkpoint-2" / "ema.safetensors"))
+    assert all(torch.equal(ckpt_ema[k], at_stop[f"ema.{k}"]) for k in ckpt_ema)
+
+
+def test_train_ibq_script_imagefolder(tmp_path, one_thread):
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        folder = tmp_path / "images" / "a"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    spec = importlib.util.spec_from_file_location("train_ibq", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    out = tmp_path / "out"
+    cfg = TINY_TOKENIZER_CONFIG
+    trainer = module.main([
+        "--train_data_dir", str(tmp_path / "images"), "--resolution", "16", "--no_lpips",
+        "--ch", str(cfg["ch"]), "--ch_mult", "1", "2", "--num_res_blocks", "1", "--attn_resolutions", "8",
+        "--z_channels", str(cfg["z_channels"]), "--embed_dim", str(cfg["embed_dim"]),
+        "--num_embeddings", str(cfg["num_embeddings"]), "--disc_ndf", "8", "--disc_num_layers", "2", "--output_dir", str(out),
+        "--max_steps", "2", "--per_device_train_batch_size", "2", "--use_cpu", "--report_to", "none",
+        "--save_strategy", "no", "--disable_tqdm", "true", "--shuffle_buffer_size", "0",
+    ])  # fmt: skip
+    assert trainer.state.global_step == 2
+    model = IBQVQModel.from_pretrained(str(out))
+    assert model.config.num_embeddings == cfg["num_embeddings"]
+    assert (out / "README.md").is_file()
