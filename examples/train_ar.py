@@ -31,6 +31,7 @@ from ibq_hf.training.ar_trainer import (
     load_codes_dataset,
     write_ar_model_card,
 )
+from ibq_hf.training.distributed import check_ranks_in_sync
 
 
 @dataclass
@@ -85,21 +86,6 @@ def build_config(
             **extra,
         )
     return IBQARConfig.from_preset(script.model_size, **extra)
-
-
-def check_ranks_in_sync(model: torch.nn.Module) -> None:
-    """Under DDP, raise when the ranks' final weights differ (a broken all-reduce or a diverged rank)."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return
-    flat = torch.cat([p.detach().double().reshape(-1) for p in model.parameters()])
-    fingerprint = torch.stack([flat.sum(), (flat * flat).sum(), (flat * torch.arange(flat.numel())).sum()])
-    gathered = [torch.zeros_like(fingerprint) for _ in range(torch.distributed.get_world_size())]
-    torch.distributed.all_gather(gathered, fingerprint)
-    if any(not torch.equal(g, gathered[0]) for g in gathered):
-        raise RuntimeError(
-            f"Ranks ended with different weights: fingerprints {[g.tolist() for g in gathered]}."
-        )
-    print(f"rank {torch.distributed.get_rank()}: all {len(gathered)} ranks in sync", flush=True)
 
 
 def main(argv: list[str] | None = None) -> IBQARTrainer:

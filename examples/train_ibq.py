@@ -24,6 +24,7 @@ from transformers import HfArgumentParser, set_seed
 
 from ibq_hf import IBQVQModel
 from ibq_hf.training.data import collate_images, load_image_dataset
+from ibq_hf.training.distributed import check_ranks_in_sync
 from ibq_hf.training.tokenizer_trainer import (
     IBQTokenizerTrainer,
     IBQTokenizerTrainingArguments,
@@ -101,6 +102,10 @@ def main(argv: list[str] | None = None) -> IBQTokenizerTrainer:
     )
     resume = args.resume_from_checkpoint
     trainer.train(resume_from_checkpoint=True if resume == "latest" else resume)
+    # Parameters must agree; BatchNorm running stats and LeCam EMAs stay per rank, as in the reference (rank 0's
+    # are the ones checkpointed).
+    check_ranks_in_sync(trainer.gan.parameters())
+    check_ranks_in_sync(trainer.ema.shadow.values())
 
     source = (
         script.train_data_dir or script.dataset_name or (script.data_files[0] if script.data_files else None)

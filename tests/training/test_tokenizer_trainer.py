@@ -165,3 +165,33 @@ def test_train_ibq_script_imagefolder(tmp_path, one_thread):
     model = IBQVQModel.from_pretrained(str(out))
     assert model.config.num_embeddings == cfg["num_embeddings"]
     assert (out / "README.md").is_file()
+
+
+@pytest.mark.slow
+def test_train_ibq_two_processes_stay_in_sync(tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2` (gloo on CPU): both ranks end with equal generator,
+    discriminator and EMA weights, every rank's RNG state is checkpointed, and the export loads."""
+    import subprocess
+
+    data = tmp_path / "data" / "train"
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        (data / label).mkdir(parents=True)
+        for i in range(8):
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(data / label / f"{i}.png")
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        str(SCRIPT), "--train_data_dir", str(tmp_path / "data"), "--resolution", "16",
+        "--ch", "32", "--ch_mult", "1", "2", "--num_res_blocks", "1", "--attn_resolutions", "8",
+        "--z_channels", "32", "--embed_dim", "16", "--num_embeddings", "64", "--no_lpips",
+        "--disc_num_layers", "2", "--per_device_train_batch_size", "4", "--max_steps", "3",
+        "--save_strategy", "steps", "--save_steps", "2", "--output_dir", str(out), "--report_to", "none",
+        "--seed", "0", "--use_cpu",
+    ]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("ranks in sync") == 4  # 2 ranks × (GAN parameters, EMA)
+    assert (out / "checkpoint-2" / "rng_state_1.pth").exists()
+    assert IBQVQModel.from_pretrained(out).config.num_embeddings == 64
