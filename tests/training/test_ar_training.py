@@ -323,3 +323,28 @@ def test_extract_codes_random_crops_are_seeded(tmp_path, tiny_tokenizer):
         first, generator=torch.Generator().manual_seed(3 * 1_000_003)
     )
     assert rows[0]["input_ids"] == tiny_tokenizer.tokenize(crop[None]).flatten().tolist()
+
+
+def test_on_the_fly_tokenization_equals_extracted_codes(tmp_path, tiny_tokenizer):
+    """frozen_tokenizer: an image batch gives the same loss as its codes through ARCodesCollator."""
+    grid = 8  # 16×16 images with the tiny tokenizer
+    model = IBQARForImageGeneration(
+        IBQARConfig(vocab_size=64, num_classes=3, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                    grid_size=grid, multiple_of=32, resid_dropout=0.0, ffn_dropout=0.0, token_dropout=0.0,
+                    class_dropout_prob=0.0)
+    )  # fmt: skip
+    args = IBQARTrainingArguments(
+        output_dir=str(tmp_path), report_to=[], use_cpu=True, remove_unused_columns=False
+    )
+    trainer = IBQARTrainer(model=model, args=args, frozen_tokenizer=tiny_tokenizer)
+    pixels = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    labels = torch.tensor([0, 2, 1])
+    loss_images = trainer.compute_loss(model, {"pixel_values": pixels, "class_labels": labels})
+    codes = tiny_tokenizer.tokenize(pixels).flatten(1)
+    rows = [{"input_ids": c.tolist(), "label": int(lab)} for c, lab in zip(codes, labels)]
+    loss_codes = trainer.compute_loss(model, ARCodesCollator(grid * grid)(rows))
+    torch.testing.assert_close(loss_images, loss_codes)
+    with pytest.raises(ValueError, match="frozen_tokenizer"):
+        IBQARTrainer(model=model, args=args).compute_loss(
+            model, {"pixel_values": pixels, "class_labels": labels}
+        )

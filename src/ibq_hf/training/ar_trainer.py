@@ -116,14 +116,43 @@ def load_codes_dataset(source: str, split: str = "train") -> Any:
 
 
 class IBQARTrainer(AtomicCheckpointMixin, Trainer):
-    """``Trainer`` with the reference AdamW groups, the VAR lr / wd schedule and atomic checkpoints."""
+    """``Trainer`` with the reference AdamW groups, the VAR lr / wd schedule and atomic checkpoints.
+
+    With ``frozen_tokenizer`` (an :class:`~ibq_hf.IBQVQModel`), batches may hold images instead of codes
+    (``{"pixel_values" [B,3,H,W] in [-1,1], "class_labels" [B]}``, e.g. from ``training.data.collate_images``):
+    they are tokenized on the model's device at every step, as the reference does (fresh random crops each
+    epoch). Set ``remove_unused_columns=False`` so Trainer keeps ``pixel_values``.
+    """
 
     args: IBQARTrainingArguments
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, frozen_tokenizer: torch.nn.Module | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if not isinstance(self.args, IBQARTrainingArguments):
             raise ValueError("IBQARTrainer needs IBQARTrainingArguments (it holds the schedule settings).")
+        self.frozen_tokenizer = frozen_tokenizer
+        if frozen_tokenizer is not None:
+            frozen_tokenizer.eval().requires_grad_(False)
+
+    def compute_loss(
+        self, model: torch.nn.Module, inputs: dict[str, Any], return_outputs: bool = False, **kwargs: Any
+    ) -> Any:
+        if "pixel_values" in inputs:
+            inputs = self.tokenize_batch(inputs)
+        return super().compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)
+
+    @torch.no_grad()
+    def tokenize_batch(self, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Images → the code-row layout of :class:`ARCodesCollator` (input codes[:, :-1], labels all codes)."""
+        if self.frozen_tokenizer is None:
+            raise ValueError(
+                "The batch holds pixel_values but the trainer has no frozen_tokenizer; pass "
+                "IBQARTrainer(..., frozen_tokenizer=IBQVQModel.from_pretrained(...)) or train on extracted codes."
+            )
+        pixels = inputs["pixel_values"]
+        tokenizer = self.frozen_tokenizer.to(pixels.device)
+        codes = tokenizer.tokenize(pixels.to(tokenizer.dtype)).flatten(1)  # [B, h·w] raster order
+        return {"input_ids": codes[:, :-1], "labels": codes, "class_labels": inputs["class_labels"]}
 
     # ---- optimizer and schedule --------------------------------------------------------------------------
 
