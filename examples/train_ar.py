@@ -36,8 +36,23 @@ from ibq_hf.training.distributed import check_ranks_in_sync
 
 @dataclass
 class ScriptArguments:
-    codes_dataset: str = field(
-        metadata={"help": "Folder of parquet / save_to_disk files, or a Hub dataset id."}
+    codes_dataset: str | None = field(
+        default=None,
+        metadata={"help": "Folder of parquet / save_to_disk files, or a Hub dataset id (extracted codes)."},
+    )
+    images: str | None = field(
+        default=None,
+        metadata={"help": "On-the-fly mode: an imagefolder tree, tokenized every step with --tokenizer."},
+    )
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "On-the-fly mode: a `datasets` image dataset (e.g. ILSVRC/imagenet-1k), streamed."},
+    )
+    resolution: int = field(
+        default=256, metadata={"help": "On-the-fly mode: image size fed to the tokenizer."}
+    )
+    shuffle_buffer_size: int = field(
+        default=1000, metadata={"help": "On-the-fly mode: stream shuffle buffer."}
     )
     model_size: str = field(
         default="custom",
@@ -88,6 +103,66 @@ def build_config(
     return IBQARConfig.from_preset(script.model_size, **extra)
 
 
+def _train_on_the_fly(script: ScriptArguments, args: IBQARTrainingArguments, vqvae, push: bool, hub_id):
+    """The reference's mode: images streamed, random-cropped and tokenized by the frozen tokenizer every step."""
+    from ibq_hf.training.data import collate_images, load_image_dataset
+
+    if vqvae is None:
+        raise ValueError("On-the-fly training (--images / --dataset_name) needs --tokenizer.")
+    grid = script.resolution // vqvae.downsample_factor
+    if script.resolution % vqvae.downsample_factor or grid != script.grid_size:
+        raise ValueError(
+            f"--resolution {script.resolution} gives a {grid}×{grid} code grid with this tokenizer "
+            f"(factor {vqvae.downsample_factor}), but --grid_size is {script.grid_size}."
+        )
+    if args.max_steps <= 0:
+        raise ValueError("On-the-fly training streams the images: set --max_steps.")
+    world = max(args.world_size, 1)
+    stream = load_image_dataset(
+        dataset_name=script.dataset_name, train_data_dir=script.images, split=script.split,
+        resolution=script.resolution, train=True, seed=args.seed, shuffle_buffer_size=script.shuffle_buffer_size,
+        rank=args.process_index, world_size=world,
+    )  # fmt: skip
+    names = stream.class_names
+    num_classes = script.num_classes or (len(names) if names else None)
+    if num_classes is None:
+        raise ValueError("The image dataset has no ClassLabel names: pass --num_classes.")
+    args.remove_unused_columns = False  # keep pixel_values for the trainer's tokenization
+    set_seed(args.seed)
+    id2label = dict(enumerate(names)) if names else None
+    model = IBQARForImageGeneration(build_config(script, vqvae.config.num_embeddings, num_classes, id2label))
+    trainer = IBQARTrainer(
+        model=model,
+        args=args,
+        train_dataset=stream.dataset,
+        data_collator=collate_images,
+        frozen_tokenizer=vqvae,
+    )
+    return _train_and_export(trainer, args, vqvae, script.images or script.dataset_name, push, hub_id)
+
+
+def _train_and_export(trainer: IBQARTrainer, args, vqvae, source: str | None, push: bool, hub_id):
+    """Train (resuming if asked), check the ranks agree, save the model + card (+ a pipeline), then push."""
+    resume = args.resume_from_checkpoint
+    trainer.train(resume_from_checkpoint=True if resume == "latest" else resume)
+    check_ranks_in_sync(trainer.model)
+    trainer.save_model(args.output_dir)
+    if trainer.is_world_process_zero():
+        model = trainer.model
+        write_ar_model_card(model, args.output_dir, dataset=source, repo_id=hub_id)
+        export = args.output_dir
+        if vqvae is not None:
+            from ibq_hf import IBQPipeline
+
+            export = os.path.join(args.output_dir, "pipeline")
+            IBQPipeline(vqvae=vqvae, transformer=model.to(torch.float32).eval()).save_pretrained(export)
+        if push:
+            from ibq_hf.pipeline import upload_folder_to_hub
+
+            upload_folder_to_hub(export, hub_id or os.path.basename(os.path.abspath(args.output_dir)))
+    return trainer
+
+
 def main(argv: list[str] | None = None) -> IBQARTrainer:
     """Parse flags, train, export; returns the trainer (for tests and notebooks)."""
     parser = HfArgumentParser((ScriptArguments, IBQARTrainingArguments))
@@ -95,14 +170,21 @@ def main(argv: list[str] | None = None) -> IBQARTrainer:
     push, hub_id = args.push_to_hub, args.hub_model_id
     args.push_to_hub = False  # push once, after the export is complete on disk (no per-checkpoint pushes)
 
-    dataset = load_codes_dataset(script.codes_dataset, script.split)
-    label_feature = dataset.features.get("label")
-    names = getattr(label_feature, "names", None)
+    on_the_fly = script.images is not None or script.dataset_name is not None
+    if on_the_fly == (script.codes_dataset is not None):
+        raise ValueError(
+            "Pass either --codes_dataset (extracted codes) or --images / --dataset_name (on the fly)."
+        )
     vqvae = None
     if script.tokenizer:
         from ibq_hf import IBQVQModel
 
         vqvae = IBQVQModel.from_pretrained(script.tokenizer)
+    if on_the_fly:
+        return _train_on_the_fly(script, args, vqvae, push, hub_id)
+    dataset = load_codes_dataset(script.codes_dataset, script.split)
+    label_feature = dataset.features.get("label")
+    names = getattr(label_feature, "names", None)
     vocab_size = script.vocab_size or (vqvae.config.num_embeddings if vqvae is not None else None)
     if vocab_size is None:
         vocab_size = max(max(row) for row in dataset["input_ids"]) + 1
@@ -125,25 +207,7 @@ def main(argv: list[str] | None = None) -> IBQARTrainer:
         train_dataset=dataset,
         data_collator=ARCodesCollator(script.grid_size**2),
     )
-    resume = args.resume_from_checkpoint
-    trainer.train(resume_from_checkpoint=True if resume == "latest" else resume)
-
-    check_ranks_in_sync(trainer.model)
-    trainer.save_model(args.output_dir)
-    if trainer.is_world_process_zero():
-        model = trainer.model
-        write_ar_model_card(model, args.output_dir, dataset=script.codes_dataset, repo_id=hub_id)
-        export = args.output_dir
-        if vqvae is not None:
-            from ibq_hf import IBQPipeline
-
-            export = os.path.join(args.output_dir, "pipeline")
-            IBQPipeline(vqvae=vqvae, transformer=model.to(torch.float32).eval()).save_pretrained(export)
-        if push:
-            from ibq_hf.pipeline import upload_folder_to_hub
-
-            upload_folder_to_hub(export, hub_id or os.path.basename(os.path.abspath(args.output_dir)))
-    return trainer
+    return _train_and_export(trainer, args, vqvae, script.codes_dataset, push, hub_id)
 
 
 if __name__ == "__main__":

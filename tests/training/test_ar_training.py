@@ -348,3 +348,35 @@ def test_on_the_fly_tokenization_equals_extracted_codes(tmp_path, tiny_tokenizer
         IBQARTrainer(model=model, args=args).compute_loss(
             model, {"pixel_values": pixels, "class_labels": labels}
         )
+
+
+def test_train_ar_script_on_the_fly(tmp_path, tiny_tokenizer):
+    """examples/train_ar.py --images: streamed images tokenized every step; exports a loadable pipeline."""
+    import numpy as np
+    from PIL import Image
+
+    from ibq_hf import IBQPipeline
+
+    for name in ("x", "y"):
+        (tmp_path / "images" / "train" / name).mkdir(parents=True)
+        for i in range(4):
+            pixels = np.random.default_rng(i + ord(name)).integers(0, 255, (20, 18, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "images" / "train" / name / f"{i}.png")
+    tok_dir = tmp_path / "tok"
+    tiny_tokenizer.save_pretrained(tok_dir)
+    module = _train_ar_module()
+    out = tmp_path / "out"
+    trainer = module.main(
+        ["--images", str(tmp_path / "images"), "--tokenizer", str(tok_dir), "--resolution", "16", "--grid_size", "8",
+         "--hidden_size", "32", "--num_hidden_layers", "1", "--num_attention_heads", "2", "--max_steps", "2",
+         "--per_device_train_batch_size", "4", "--output_dir", str(out), "--report_to", "none", "--use_cpu",
+         "--save_strategy", "no", "--shuffle_buffer_size", "8"]
+    )  # fmt: skip
+    assert trainer.state.global_step == 2
+    pipe = IBQPipeline.from_pretrained(out / "pipeline")
+    assert pipe.transformer.config.id2label == {0: "x", 1: "y"}
+    with pytest.raises(ValueError, match="either --codes_dataset"):
+        module.main(["--output_dir", str(out), "--report_to", "none"])
+    with pytest.raises(ValueError, match="grid"):
+        module.main(["--images", str(tmp_path / "images"), "--tokenizer", str(tok_dir), "--resolution", "16",
+                     "--grid_size", "4", "--max_steps", "1", "--output_dir", str(out), "--report_to", "none"])  # fmt: skip
