@@ -31,7 +31,13 @@ from ..models.configuration_ar import (
     preset_name,
     recommended_generation_config,
 )
-from .common import CheckpointKeyError, check_shapes, load_original_checkpoint, load_original_yaml
+from .common import (
+    CheckpointKeyError,
+    assign_state_dict,
+    check_shapes,
+    load_original_checkpoint,
+    load_original_yaml,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -244,11 +250,27 @@ def load_ar_state_dict(state: Mapping[str, torch.Tensor], config: IBQARConfig) -
         state,
         hint="If the architecture comes from a YAML, check that it is the config this checkpoint was trained with.",
     )
-    model.load_state_dict({k: v.contiguous() for k, v in state.items()}, strict=True, assign=True)
-    on_meta = [name for name, tensor in model.state_dict().items() if tensor.is_meta]
-    if on_meta:
-        raise RuntimeError(f"Conversion left tensors on the meta device: {on_meta}.")
-    return model.eval()
+    return assign_state_dict(model, state, "AR model")
+
+
+def ar_model_from_state_dict(
+    state: Mapping[str, torch.Tensor],
+    config_path: str | os.PathLike | None = None,
+    *,
+    num_attention_heads: int | None = None,
+    grid_size: int | None = None,
+) -> tuple[IBQARForImageGeneration, str | None]:
+    """The AR model from its HF-named weights: architecture from the YAML or the shapes, the paper's sampling
+    defaults for a released size. Returns ``(model, size)`` (``size`` is None for a non-released architecture)."""
+    if config_path is not None:
+        config = ar_config_from_original_yaml(config_path)
+    else:
+        config = infer_ar_config(state, num_attention_heads=num_attention_heads, grid_size=grid_size)
+    model = load_ar_state_dict(state, config)
+    size = preset_name(config)
+    if size is not None:
+        model.generation_config = recommended_generation_config(size)
+    return model, size
 
 
 def convert_ar_checkpoint(
@@ -273,11 +295,9 @@ def convert_ar_checkpoint(
     """
     checkpoint_path = Path(checkpoint_path)
     state, dropped = split_ar_state_dict(load_original_checkpoint(checkpoint_path))
-    if config_path is not None:
-        config = ar_config_from_original_yaml(config_path)
-    else:
-        config = infer_ar_config(state, num_attention_heads=num_attention_heads, grid_size=grid_size)
-    model = load_ar_state_dict(state, config)
+    model, size = ar_model_from_state_dict(
+        state, config_path, num_attention_heads=num_attention_heads, grid_size=grid_size
+    )
     ignored = sum(k.startswith(IGNORED_PREFIXES) for k in dropped)
     logger.info(
         "Converted %d AR tensors; ignored %d first_stage_model.* tensors; dropped %d KV-cache buffers.",
@@ -286,9 +306,6 @@ def convert_ar_checkpoint(
         len(dropped) - ignored,
     )
 
-    size = preset_name(config)
-    if size is not None:
-        model.generation_config = recommended_generation_config(size)
     output_dir = Path(output_dir)
     model.save_pretrained(output_dir)
     write_ar_model_card(output_dir, model, size, checkpoint_path.name)

@@ -16,7 +16,13 @@ import torch
 
 from ..errors import CheckpointKeyError
 
-__all__ = ["CheckpointKeyError", "check_shapes", "load_original_checkpoint", "load_original_yaml"]
+__all__ = [
+    "CheckpointKeyError",
+    "assign_state_dict",
+    "check_shapes",
+    "load_original_checkpoint",
+    "load_original_yaml",
+]
 
 
 def load_original_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -79,3 +85,14 @@ def check_shapes(
     ]
     if missing or unexpected or mismatched:
         raise CheckpointKeyError(what, missing, unexpected, mismatched, hint)
+
+
+def assign_state_dict(
+    model: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str
+) -> torch.nn.Module:
+    """Adopt ``state`` into a model built on the meta device (no random init), strictly; returns it in eval mode."""
+    model.load_state_dict({k: v.contiguous() for k, v in state.items()}, strict=True, assign=True)
+    on_meta = [name for name, tensor in model.state_dict().items() if tensor.is_meta]
+    if on_meta:
+        raise RuntimeError(f"Conversion left {what} tensors on the meta device: {on_meta}.")
+    return model.eval()

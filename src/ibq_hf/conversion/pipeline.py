@@ -15,19 +15,16 @@ from pathlib import Path
 import torch
 
 from ..hub_utils import metrics_table
-from ..models.ar_model import IBQARForImageGeneration
-from ..models.configuration_ar import IBQ_AR_RECOMMENDED_SAMPLING, preset_name, recommended_generation_config
+from ..models.configuration_ar import IBQ_AR_RECOMMENDED_SAMPLING, preset_name
 from ..models.vq_model import IBQVQModel
 from ..pipeline import IBQPipeline
 from .ar import (
     IGNORED_PREFIXES,
     REPORTED_RESULTS,
-    ar_config_from_original_yaml,
-    infer_ar_config,
-    load_ar_state_dict,
+    ar_model_from_state_dict,
     split_ar_state_dict,
 )
-from .common import CheckpointKeyError, load_original_checkpoint
+from .common import CheckpointKeyError, assign_state_dict, load_original_checkpoint
 from .tokenizer import EMA_PREFIX, EMBEDDED_PREFIX, infer_config_from_weights, select_generator_weights
 
 __all__ = ["convert_pipeline_checkpoint", "pipeline_from_original_state_dict"]
@@ -57,11 +54,7 @@ def _tokenizer_from_embedded(state: dict[str, torch.Tensor], resolution: int) ->
     with torch.device("meta"):
         vqvae = IBQVQModel(**infer_config_from_weights(embedded, resolution=resolution))
     weights, _ = select_generator_weights(embedded, vqvae, use_ema=False)
-    vqvae.load_state_dict({k: v.contiguous() for k, v in weights.items()}, strict=True, assign=True)
-    on_meta = [name for name, tensor in vqvae.state_dict().items() if tensor.is_meta]
-    if on_meta:
-        raise RuntimeError(f"Conversion left tokenizer tensors on the meta device: {on_meta}.")
-    return vqvae.eval()
+    return assign_state_dict(vqvae, weights, "tokenizer")
 
 
 def pipeline_from_original_state_dict(
@@ -82,14 +75,9 @@ def pipeline_from_original_state_dict(
     """
     ar_state, dropped = split_ar_state_dict(state)  # first: its errors say when this is not an AR checkpoint
     vqvae = _tokenizer_from_embedded(state, resolution)
-    if config_path is not None:
-        config = ar_config_from_original_yaml(config_path)
-    else:
-        config = infer_ar_config(ar_state, num_attention_heads=num_attention_heads, grid_size=grid_size)
-    transformer: IBQARForImageGeneration = load_ar_state_dict(ar_state, config)
-    size = preset_name(config)
-    if size is not None:
-        transformer.generation_config = recommended_generation_config(size)
+    transformer, _ = ar_model_from_state_dict(
+        ar_state, config_path, num_attention_heads=num_attention_heads, grid_size=grid_size
+    )
     kv_buffers = sum(not k.startswith(IGNORED_PREFIXES) for k in dropped)
     logger.info(
         "Converted %d AR tensors and %d tokenizer tensors; dropped %d KV-cache buffers.",
