@@ -378,7 +378,12 @@ class IBQTokenizerTrainer(AtomicCheckpointMixin, Trainer):
         if self.is_world_process_zero():
             generator.save_pretrained(save_directory)
             write_tokenizer_model_card(
-                generator, save_directory, dataset=dataset, repo_id=repo_id, steps=self.state.global_step
+                generator,
+                save_directory,
+                dataset=dataset,
+                repo_id=repo_id,
+                steps=self.state.global_step,
+                ema_decay=self.ema.decay,
             )
         return generator
 
@@ -390,6 +395,7 @@ def write_tokenizer_model_card(
     dataset: str | None = None,
     repo_id: str | None = None,
     steps: int | None = None,
+    ema_decay: float = 0.999,
 ) -> str:
     """Model card for a tokenizer trained by ``examples/train_ibq.py``."""
     from ibq_hf.hub_utils import write_model_card
@@ -408,7 +414,7 @@ def write_tokenizer_model_card(
         f"An IBQ visual tokenizer ({n_params:,} parameters, codebook {cfg.num_embeddings}, downsampling "
         f"{factor}×, trained at {cfg.resolution}×{cfg.resolution}) trained with ibq-hf's `examples/train_ibq.py` "
         "(reference recipe: L1 + LPIPS + 0.1·non-saturating GAN + quant + 0.05·entropy, hinge + LeCam "
-        "PatchGAN, Adam (0.5, 0.9)); these are the EMA (decay 0.999) weights"
+        f"PatchGAN, Adam (0.5, 0.9)); these are the EMA (decay {ema_decay}) weights"
         + (f" after {steps} steps" if steps else "")
         + "."
         + (f" Training data: `{dataset}`." if dataset else "")
