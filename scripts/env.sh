@@ -6,7 +6,7 @@
 # torch==2.13.0; an unpinned torch would pull a multi-GB CUDA build).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-key="$(cat "$root/requirements/ci.txt" "$root/pyproject.toml" | sha256sum | cut -c1-16)"
+key="$(cat "$root/requirements/ci.txt" "$root/requirements/nodeps.txt" "$root/pyproject.toml" | sha256sum | cut -c1-16)"
 venv="${IBQ_HF_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/ibq-hf/venv-$key}"
 if [ ! -f "$venv/.complete" ]; then
     echo "Building the environment in $venv (first run on this machine: about 2 minutes)" >&2
@@ -14,6 +14,7 @@ if [ ! -f "$venv/.complete" ]; then
     python3 -m venv "$venv"
     "$venv/bin/python" -m pip install --quiet --upgrade pip >&2
     "$venv/bin/python" -m pip install --quiet -r "$root/requirements/ci.txt" >&2
+    "$venv/bin/python" -m pip install --quiet --no-deps -r "$root/requirements/nodeps.txt" >&2
     touch "$venv/.complete"
 fi
 # The package itself is (re)installed every time: the clone may have moved since the venv was built.
