@@ -16,8 +16,10 @@ the LeCam buffers (``model.safetensors`` of :class:`IBQTokenizerGAN`), the gener
 Checkpoints are written atomically (staging folder + rename) by the mechanism of
 :class:`~ibq_hf.training.checkpointing.AtomicCheckpointMixin`.
 
-Limits: ``gradient_accumulation_steps`` must be 1 (the discriminator steps every micro-batch); under DDP the
-gradients are all-reduced by hand (the sub-networks are called outside the DDP wrapper).
+Gradient accumulation keeps this order: the discriminator steps once per optimizer step, on every micro-batch of
+the step, before any generator loss (see :meth:`IBQTokenizerTrainer.training_step`). Under DDP the gradients are
+all-reduced by hand (the sub-networks are called outside the DDP wrapper), once per optimizer step; the forwards
+run under ``accelerator.autocast()`` so ``--bf16`` / ``--fp16`` apply.
 """
 
 from __future__ import annotations
@@ -97,8 +99,6 @@ class IBQTokenizerTrainingArguments(TrainingArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.gradient_accumulation_steps != 1:
-            raise ValueError("Tokenizer GAN training needs gradient_accumulation_steps == 1.")
         if self.weight_decay != 0.0:
             raise ValueError("The reference uses Adam without weight decay; keep weight_decay at 0.")
         if self.lr_drop_epochs and self.lr_drop_steps:
@@ -233,66 +233,126 @@ class IBQTokenizerTrainer(AtomicCheckpointMixin, Trainer):
                 torch.distributed.all_reduce(p.grad)
                 p.grad /= world
 
-    def training_step(
-        self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None
-    ) -> torch.Tensor:
-        gan, a = self.gan, self.args
-        gan.train()
-        inputs = self._prepare_inputs(inputs)
-        x = inputs["pixel_values"]
-        out = gan.generator(x)
-        x_rec = out.sample
+    def get_batch_samples(
+        self, epoch_iterator: Any, num_batches: int, device: torch.device
+    ) -> tuple[list, Any]:
+        """Keep the micro-batches of the coming optimizer step: the discriminator phase needs all of them."""
+        batch_samples, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
+        self._window: list[dict[str, Any]] = batch_samples
+        self._window_disc_terms: dict[str, torch.Tensor] | None = None
+        return batch_samples, num_items
 
-        # 1) discriminator step on x and x̂.detach() (reference order: D first).
-        for hook in self.step_hooks:
-            hook("disc", x_rec)
+    def _discriminator_step(self, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """One discriminator optimizer step on ``pairs`` of (x, x̂.detach()) micro-batches.
+
+        The logits of all micro-batches are concatenated before the hinge and LeCam terms, so the loss, the LeCam
+        EMA update (once per step) and hence the gradient equal those of one batch holding every micro-batch
+        (only BatchNorm statistics stay per micro-batch, as they stay per rank under DDP).
+        """
+        gan, a = self.gan, self.args
         assert self.disc_optimizer is not None and self.disc_scheduler is not None
         self.disc_optimizer.zero_grad(set_to_none=True)
-        logits_real = gan.discriminator(x.detach())
-        logits_fake = gan.discriminator(x_rec.detach())
-        hinge = hinge_d_loss(logits_real, logits_fake)
-        lecam = gan.lecam(logits_real, logits_fake)
-        d_loss = a.lecam_loss_weight * lecam + hinge
+        with self.accelerator.autocast():
+            real = [gan.discriminator(x.detach()) for x, _ in pairs]
+            fake = [gan.discriminator(x_rec.detach()) for _, x_rec in pairs]
+            logits_real = real[0] if len(real) == 1 else torch.cat(real)
+            logits_fake = fake[0] if len(fake) == 1 else torch.cat(fake)
+            hinge = hinge_d_loss(logits_real, logits_fake)
+            lecam = gan.lecam(logits_real, logits_fake)
+            d_loss = a.lecam_loss_weight * lecam + hinge
         self.accelerator.backward(d_loss)
         self._all_reduce_grads(gan.discriminator)
         self.disc_optimizer.step()
         self.disc_scheduler.step()
         self.disc_optimizer.zero_grad(set_to_none=True)
+        return {
+            "d_loss": d_loss.detach(), "d_hinge_loss": hinge.detach(), "lecam_loss": lecam.detach(),
+            "logits_real": logits_real.detach().float().mean(), "logits_fake": logits_fake.detach().float().mean(),
+        }  # fmt: skip
 
-        # 2) generator loss; Trainer steps the generator optimiser afterwards.
+    def training_step(
+        self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None
+    ) -> torch.Tensor:
+        """One micro-batch: D step first (reference order), then the generator loss backward.
+
+        With ``gradient_accumulation_steps`` N > 1 the discriminator still steps once per optimizer step and before
+        any generator loss: at the first micro-batch of the step, x̂ of every micro-batch is computed without
+        gradients and the D step runs on all of them (:meth:`_discriminator_step`); each micro-batch then
+        recomputes x̂ with gradients (one extra generator forward per micro-batch, the price of the reference order)
+        and adds its generator loss weighted by its share of the step's images. The result equals one step on the
+        whole batch except for terms that are not means over images — the batch-entropy of the quantizer and
+        BatchNorm statistics — which stay per micro-batch, exactly as they stay per rank under DDP.
+        """
+        gan, a = self.gan, self.args
+        gan.train()
+        window = getattr(self, "_window", None) or []
+        raw_inputs = inputs
+        if not any(inputs is b for b in window):
+            window = [inputs]  # called outside the Trainer loop (e.g. by a test): a window of one
+        inputs = self._prepare_inputs(inputs)
+        x = inputs["pixel_values"]
+        with self.accelerator.autocast():
+            out = gan.generator(x)
+        x_rec = out.sample
+
+        # 1) discriminator step on x and x̂.detach() (reference order: D first), once per optimizer step.
+        for hook in self.step_hooks:
+            hook("disc", x_rec)
+        if len(window) == 1:
+            disc_terms = self._discriminator_step([(x, x_rec.detach())])
+            weight = 1.0
+        else:
+            if self._window_disc_terms is None:
+                # The step's first micro-batch: its x̂ (with graph, reused below: the generator does not
+                # change before the optimizer step) plus the other micro-batches' x̂ without gradients.
+                pairs = []
+                for batch in window:
+                    if batch is raw_inputs:
+                        pairs.append((x, x_rec.detach()))
+                        continue
+                    xb = self._prepare_inputs(batch)["pixel_values"]
+                    with torch.no_grad(), self.accelerator.autocast():
+                        pairs.append((xb, gan.generator(xb).sample))
+                self._window_disc_terms = self._discriminator_step(pairs)
+            disc_terms = self._window_disc_terms
+            total = sum(len(b["pixel_values"]) for b in window)
+            weight = len(x) / total
+
+        # 2) generator loss (D frozen, already stepped); Trainer steps the generator optimiser afterwards.
         for hook in self.step_hooks:
             hook("gen", x_rec)
         gan.discriminator.requires_grad_(False)
         try:
-            rec = (x - x_rec).abs().mean()
-            perceptual = x_rec.new_zeros(())
-            if gan.lpips is not None and a.perceptual_weight > 0:
-                perceptual = gan.lpips(x, x_rec).mean()
-            g_loss = non_saturating_g_loss(gan.discriminator(x_rec))
-            quant = out.quant_loss if out.quant_loss is not None else x_rec.new_zeros(())
-            entropy = out.entropy_loss if out.entropy_loss is not None else x_rec.new_zeros(())
-            loss = (
-                rec
-                + a.perceptual_weight * perceptual
-                + a.gen_loss_weight * g_loss
-                + a.quant_loss_weight * quant
-                + a.entropy_loss_weight * entropy
-            )
-            self.accelerator.backward(loss)
+            with self.accelerator.autocast():
+                rec = (x - x_rec).abs().mean()
+                perceptual = x_rec.new_zeros(())
+                if gan.lpips is not None and a.perceptual_weight > 0:
+                    perceptual = gan.lpips(x, x_rec).mean()
+                g_loss = non_saturating_g_loss(gan.discriminator(x_rec))
+                quant = out.quant_loss if out.quant_loss is not None else x_rec.new_zeros(())
+                entropy = out.entropy_loss if out.entropy_loss is not None else x_rec.new_zeros(())
+                loss = (
+                    rec
+                    + a.perceptual_weight * perceptual
+                    + a.gen_loss_weight * g_loss
+                    + a.quant_loss_weight * quant
+                    + a.entropy_loss_weight * entropy
+                )
+            self.accelerator.backward(loss * weight if weight != 1.0 else loss)
         finally:
             gan.discriminator.requires_grad_(True)
-        self._all_reduce_grads(gan.generator)
+        if self.accelerator.sync_gradients or len(window) == 1:
+            self._all_reduce_grads(gan.generator)  # the sum over micro-batches, reduced once
 
         self.usage.update(out.indices.detach())
         terms = {
             "rec_loss": rec, "perceptual_loss": perceptual, "g_loss": g_loss, "quant_loss": quant,
-            "entropy_loss": entropy, "d_loss": d_loss, "d_hinge_loss": hinge, "lecam_loss": lecam,
-            "logits_real": logits_real.mean(), "logits_fake": logits_fake.mean(),
+            "entropy_loss": entropy, **disc_terms,
         }  # fmt: skip
         for k, v in terms.items():
             self._log_sums[k] = self._log_sums.get(k, 0.0) + float(v.detach())
         self._log_count += 1
-        return loss.detach()
+        return (loss * weight).detach()
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the mean loss terms since the last log, codebook usage / perplexity and the D lr."""
