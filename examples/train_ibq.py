@@ -6,7 +6,7 @@
     accelerate launch --multi_gpu --num_processes 8 examples/train_ibq.py ...   # same flags, DDP
 
 Data: ``--train_data_dir`` (imagefolder), ``--data_files`` (parquet) or ``--dataset_name`` (Hub). Every
-``TrainingArguments`` flag works (``--bf16``, ``--save_steps``, ``--logging_steps``,
+``TrainingArguments`` flag works (``--bf16``, ``--gradient_accumulation_steps``, ``--save_steps``, ``--logging_steps``,
 ``--resume_from_checkpoint PATH|latest``, ``--push_to_hub``, ...); the defaults are the reference's (Adam lr 1e-4,
 betas (0.5, 0.9), no weight decay, EMA 0.999). ``--lpips_weights`` / ``--lpips_heads`` are local files (nothing
 is downloaded when both are given); ``--no_lpips`` drops the perceptual term. The EMA tokenizer and its model card
@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> IBQTokenizerTrainer:
     )
     resume = args.resume_from_checkpoint
     trainer.train(resume_from_checkpoint=True if resume == "latest" else resume)
-    # Parameters must agree; BatchNorm running stats and LeCam EMAs stay per rank, as in the reference (rank 0's
-    # are the ones checkpointed).
+    # Parameters must agree; BatchNorm running stats and LeCam EMAs stay per rank, as in the reference (each rank
+    # checkpoints its own in rank_buffers_<rank>.safetensors, so a resume restores them exactly).
     check_ranks_in_sync(trainer.gan.parameters())
     check_ranks_in_sync(trainer.ema.shadow.values())
 

@@ -227,10 +227,34 @@ def test_train_ibq_script_imagefolder(tmp_path, one_thread):
     assert (out / "README.md").is_file()
 
 
+def test_rank_local_buffers_round_trip_through_the_rank_files(tmp_path, one_thread, monkeypatch):
+    """Each rank saves and restores its own discriminator BatchNorm statistics and LeCam EMAs."""
+    trainer = _trainer(tmp_path / "run", max_steps=1, save_strategy="no")
+    trainer.train()
+    monkeypatch.setattr(IBQTokenizerTrainingArguments, "world_size", property(lambda self: 2))
+    monkeypatch.setattr(IBQTokenizerTrainingArguments, "process_index", property(lambda self: 1))
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    trainer._save_rng_state(str(ckpt))
+    assert (ckpt / "rng_state_1.pth").is_file() and (ckpt / "rank_buffers_1.safetensors").is_file()
+    saved = {k: v.clone() for k, v in trainer._rank_local_buffers().items()}
+    assert {"lecam.ema_real", "lecam.ema_fake"} < saved.keys() and any("running_mean" in k for k in saved)
+    for b in trainer._rank_local_buffers().values():
+        b.add_(1)
+    trainer._load_rng_state(str(ckpt))
+    assert all(torch.equal(v, saved[k]) for k, v in trainer._rank_local_buffers().items())
+    # a discriminator of another shape is refused by name
+    trainer.gan.lecam.register_buffer("extra", torch.zeros(()))
+    with pytest.raises(ValueError, match=r"lecam\.extra"):
+        trainer._load_rng_state(str(ckpt))
+
+
 @pytest.mark.slow
 def test_train_ibq_two_processes_stay_in_sync(tmp_path):
     """`accelerate launch --multi_gpu --num_processes 2` (gloo on CPU): both ranks end with equal generator,
-    discriminator and EMA weights, every rank's RNG state is checkpointed, and the export loads."""
+    discriminator and EMA weights, every rank's RNG state and rank-local buffers (BatchNorm, LeCam) are
+    checkpointed, a 2-process resume ends bitwise equal to the uninterrupted run, and the export loads."""
+    import shutil
     import subprocess
 
     data = tmp_path / "data" / "train"
@@ -239,22 +263,45 @@ def test_train_ibq_two_processes_stay_in_sync(tmp_path):
         (data / label).mkdir(parents=True)
         for i in range(8):
             Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(data / label / f"{i}.png")
+
+    def launch(out: Path, *extra: str) -> subprocess.CompletedProcess:
+        cmd = [
+            sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            str(SCRIPT), "--train_data_dir", str(tmp_path / "data"), "--resolution", "16",
+            "--ch", "32", "--ch_mult", "1", "2", "--num_res_blocks", "1", "--attn_resolutions", "8",
+            "--z_channels", "32", "--embed_dim", "16", "--num_embeddings", "64", "--no_lpips",
+            "--disc_num_layers", "2", "--per_device_train_batch_size", "4", "--max_steps", "4",
+            "--save_strategy", "steps", "--save_steps", "2", "--output_dir", str(out), "--report_to", "none",
+            "--seed", "0", "--use_cpu", *extra,
+        ]  # fmt: skip
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
     out = tmp_path / "out"
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        str(SCRIPT), "--train_data_dir", str(tmp_path / "data"), "--resolution", "16",
-        "--ch", "32", "--ch_mult", "1", "2", "--num_res_blocks", "1", "--attn_resolutions", "8",
-        "--z_channels", "32", "--embed_dim", "16", "--num_embeddings", "64", "--no_lpips",
-        "--disc_num_layers", "2", "--per_device_train_batch_size", "4", "--max_steps", "3",
-        "--save_strategy", "steps", "--save_steps", "2", "--output_dir", str(out), "--report_to", "none",
-        "--seed", "0", "--use_cpu",
-    ]  # fmt: skip
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = launch(out)
     assert result.stdout.count("ranks in sync") == 4  # 2 ranks × (GAN parameters, EMA)
-    assert (out / "checkpoint-2" / "rng_state_1.pth").exists()
+    ckpt = out / "checkpoint-2"
+    assert (ckpt / "rng_state_1.pth").exists()
+    rank0, rank1 = (load_file(str(ckpt / f"rank_buffers_{r}.safetensors")) for r in (0, 1))
+    shared = load_file(str(ckpt / "model.safetensors"))
+    assert all(torch.equal(v, shared[k]) for k, v in rank0.items())  # model.safetensors holds rank 0's
+    assert any(not torch.equal(rank0[k], rank1[k]) for k in rank0)  # the ranks saw different images
     assert IBQVQModel.from_pretrained(out).config.num_embeddings == 64
+
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(ckpt, resumed / "checkpoint-2")
+    launch(resumed, "--resume_from_checkpoint", str(resumed / "checkpoint-2"))
+    for name in (
+        "model.safetensors",
+        "ema.safetensors",
+        "rank_buffers_0.safetensors",
+        "rank_buffers_1.safetensors",
+    ):
+        a, b = load_file(str(out / "checkpoint-4" / name)), load_file(str(resumed / "checkpoint-4" / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
 
 _KILL_HARNESS = """

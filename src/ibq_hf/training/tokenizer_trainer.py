@@ -12,7 +12,9 @@ Both Adams: lr 1e-4, betas (0.5, 0.9), eps 1e-8, no weight decay; lr ×``lr_drop
 ``lr_drop_steps`` / ``lr_drop_epochs`` (for both optimisers). Checkpoints hold the generator, the discriminator and
 the LeCam buffers (``model.safetensors`` of :class:`IBQTokenizerGAN`), the generator optimiser / scheduler
 (``optimizer.pt`` / ``scheduler.pt``), the discriminator's (``discriminator_optimizer.pt``), the EMA
-(``ema.safetensors`` + ``ema_state.json``) and the RNG state, so ``resume_from_checkpoint`` continues exactly.
+(``ema.safetensors`` + ``ema_state.json``) and the RNG state; under DDP each rank also writes its own
+discriminator BatchNorm statistics and LeCam EMAs (``rank_buffers_<rank>.safetensors``), so
+``resume_from_checkpoint`` continues exactly on any number of processes.
 Checkpoints are written atomically (staging folder + rename) by the mechanism of
 :class:`~ibq_hf.training.checkpointing.AtomicCheckpointMixin`.
 
@@ -37,6 +39,7 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import has_length
+from transformers.utils import logging
 
 from ibq_hf.models.vq_model import IBQVQModel
 from ibq_hf.quantizer import CodebookUsage
@@ -50,6 +53,8 @@ from ibq_hf.training.losses import (
     non_saturating_g_loss,
 )
 
+logger = logging.get_logger(__name__)
+
 __all__ = [
     "IBQTokenizerGAN",
     "IBQTokenizerTrainer",
@@ -61,6 +66,7 @@ __all__ = [
 DISC_OPTIMIZER_NAME = "discriminator_optimizer.pt"
 EMA_WEIGHTS_NAME = "ema.safetensors"
 EMA_STATE_NAME = "ema_state.json"
+RANK_BUFFERS_NAME = "rank_buffers_{}.safetensors"  # per-rank discriminator BatchNorm + LeCam buffers
 
 
 @dataclass
@@ -414,6 +420,46 @@ class IBQTokenizerTrainer(AtomicCheckpointMixin, Trainer):
         self.disc_optimizer.load_state_dict(state["optimizer"])
         self.disc_scheduler.load_state_dict(state["scheduler"])
         self.load_ema(checkpoint)
+
+    def _rank_local_buffers(self) -> dict[str, torch.Tensor]:
+        """Buffers that differ between ranks: the discriminator's BatchNorm statistics and the LeCam EMAs.
+
+        ``model.safetensors`` holds rank 0's copy only; under DDP each rank saves its own next to its RNG state.
+        """
+        buffers = {f"discriminator.{n}": b for n, b in self.gan.discriminator.named_buffers()}
+        buffers.update({f"lecam.{n}": b for n, b in self.gan.lecam.named_buffers()})
+        return buffers
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        super()._save_rng_state(output_dir)
+        if self.args.world_size > 1:
+            state = {k: v.detach().cpu().contiguous() for k, v in self._rank_local_buffers().items()}
+            path = os.path.join(output_dir, RANK_BUFFERS_NAME.format(self.args.process_index))
+            save_file(state, path, metadata={"format": "pt"})
+
+    def _load_rng_state(self, checkpoint: str | None) -> None:
+        super()._load_rng_state(checkpoint)
+        if checkpoint is None or self.args.world_size <= 1:
+            return
+        path = os.path.join(checkpoint, RANK_BUFFERS_NAME.format(self.args.process_index))
+        if not os.path.isfile(path):
+            logger.warning(
+                "%s is missing (a checkpoint written by fewer processes): rank %d restarts its discriminator "
+                "BatchNorm statistics and LeCam EMAs from rank 0's.",
+                path,
+                self.args.process_index,
+            )
+            return
+        saved = load_file(path)
+        buffers = self._rank_local_buffers()
+        if saved.keys() != buffers.keys():
+            raise ValueError(
+                f"{path} holds buffers {sorted(saved.keys() ^ buffers.keys())} that do not match this "
+                "discriminator; resume with the architecture that wrote the checkpoint."
+            )
+        with torch.no_grad():
+            for k, b in buffers.items():
+                b.copy_(saved[k].to(b.device))
 
     def load_ema(self, checkpoint: str) -> None:
         """Restore the EMA saved in ``checkpoint``."""
