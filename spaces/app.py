@@ -1,0 +1,676 @@
+"""IBQ demo (Gradio): class-conditional generation and tokenizer reconstruction with an `IBQPipeline`.
+
+Runs as a Hugging Face Space (``python app.py``) or locally from a clone::
+
+    python spaces/app.py                                  # the bundled 32×32 digits pipeline, offline
+    python spaces/app.py --model user/ibq-imagenet-256    # a Hub repo id or a local pipeline folder
+    IBQ_HF_SPACE_MODEL=/path/to/pipeline python spaces/app.py
+
+The handlers (:class:`IBQDemo`) are plain functions of plain values, so they are unit-tested without a browser;
+:func:`create_demo` only wires them to components. Every user-facing failure is a ``gr.Error`` with a sentence
+that says what to change: the page never shows a stack trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import colorsys
+import logging
+import math
+import os
+import re
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import PIL.ImageOps
+
+HERE = Path(__file__).resolve().parent
+
+# From a clone whose package is not installed, fall back to the source tree (a built Space ships `ibq_hf/`
+# beside this file, which `python app.py` already finds first on sys.path).
+try:
+    import ibq_hf
+except ImportError:  # pragma: no cover - depends on how the app is launched
+    if (HERE.parent / "src" / "ibq_hf").is_dir():
+        sys.path.insert(0, str(HERE.parent / "src"))
+
+import gradio as gr  # noqa: E402  (after the sys.path fallback above)
+import torch  # noqa: E402
+
+import ibq_hf  # noqa: E402
+from ibq_hf.pipeline import IBQPipeline, images_to_tensor, numpy_to_pil  # noqa: E402
+from ibq_hf.quantizer import codebook_usage  # noqa: E402
+
+logger = logging.getLogger("ibq_hf.spaces")
+
+#: Environment variable naming the model (Hub repo id or local folder) when no ``--model`` is given.
+MODEL_ENV_VAR = "IBQ_HF_SPACE_MODEL"
+#: Written by ``build_space.py --model``: the default model of a built Space (repo id or folder beside app.py).
+DEFAULT_MODEL_FILE = "default_model.txt"
+#: The bundled digits pipeline: beside app.py in a built Space, under checkpoints/ in a clone.
+BUNDLED_MODEL_DIRNAME = "ibq-digits"
+#: Image formats the Tokenize tab decodes (PIL format names); anything else is refused before decoding.
+ALLOWED_FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "BMP", "GIF", "TIFF")  # MPO: how PIL names many phone JPEGs
+MAX_SEED = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class DemoLimits:
+    """Bounds on what one request may ask for: keep a shared CPU Space responsive and memory-safe."""
+
+    max_images: int = 8
+    #: Uploads above this many pixels are refused from the header, before any decoding (decompression bombs).
+    max_upload_pixels: int = 25_000_000
+    max_file_size: str = "20mb"
+    max_guidance_scale: float = 20.0
+    max_temperature: float = 5.0
+    concurrency_limit: int = 1
+    max_queue_size: int = 16
+    #: Small outputs are enlarged (nearest neighbour, integer factor) to at least this many pixels for display.
+    display_size: int = 256
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Model selection
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def resolve_model_source(model: str | None = None, app_dir: Path = HERE) -> str:
+    """The pipeline to load: ``model`` > ``$IBQ_HF_SPACE_MODEL`` > ``default_model.txt`` > the bundled digits.
+
+    A local folder wins over a Hub id of the same spelling; ``default_model.txt`` paths are relative to app.py.
+    """
+    for candidate in (model, os.environ.get(MODEL_ENV_VAR)):
+        if candidate and candidate.strip():
+            return candidate.strip()
+    default_file = app_dir / DEFAULT_MODEL_FILE
+    if default_file.is_file():
+        name = default_file.read_text().strip()
+        if name:
+            return str(app_dir / name) if (app_dir / name).is_dir() else name
+    candidates = (app_dir / BUNDLED_MODEL_DIRNAME, app_dir.parent / "checkpoints" / BUNDLED_MODEL_DIRNAME)
+    for folder in candidates:
+        if (folder / "model_index.json").is_file():
+            return str(folder)
+    raise FileNotFoundError(
+        "No model given and the bundled digits pipeline was not found (looked for "
+        f"{', '.join(str(p) for p in candidates)}); pass --model REPO_ID_OR_FOLDER or set {MODEL_ENV_VAR}."
+    )
+
+
+def load_pipeline(source: str, device: str | None = None) -> IBQPipeline:
+    """Load an `IBQPipeline` (local folder or Hub repo id) onto ``device`` (CUDA when available)."""
+    is_local = Path(source).is_dir()
+    try:
+        pipe = IBQPipeline.from_pretrained(source, local_files_only=is_local)
+    except Exception as error:
+        where = "folder" if is_local else "Hub repo"
+        raise RuntimeError(f"Could not load an IBQPipeline from {where} {source!r}: {error}") from error
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pipe = pipe.to(device)
+    pipe.vqvae.eval()
+    pipe.transformer.eval()
+    return pipe
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pure helpers (metrics, colour maps, display)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def to_uint8_truncated(images: np.ndarray) -> np.ndarray:
+    """Float images in [0, 1] → uint8 by truncating ``255·x``, the IBQ evaluation's quantisation (reference §6)."""
+    return (np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def psnr_uint8(reference: np.ndarray, reconstruction: np.ndarray) -> float:
+    """PSNR in dB of two float images in [0, 1], measured on their uint8 (truncated) versions, data range 1.
+
+    This is the IBQ evaluation's PSNR (reference §6: ×255 → uint8 → /255 → skimage PSNR); ``inf`` when equal.
+    """
+    if reference.shape != reconstruction.shape:
+        raise ValueError(f"PSNR needs equal shapes, got {reference.shape} and {reconstruction.shape}.")
+    a = to_uint8_truncated(reference).astype(np.float64) / 255.0
+    b = to_uint8_truncated(reconstruction).astype(np.float64) / 255.0
+    mse = float(np.mean((a - b) ** 2))
+    return math.inf if mse == 0.0 else 10.0 * math.log10(1.0 / mse)
+
+
+@cache
+def code_palette(num_codes: int) -> np.ndarray:
+    """A fixed colour per code index [K, 3] uint8: golden-ratio hues so neighbouring ids look different."""
+    colors = []
+    for i in range(num_codes):
+        hue = (i * 0.6180339887498949) % 1.0
+        saturation = 0.55 + 0.45 * ((i * 7) % 5) / 4.0
+        value = 0.65 + 0.35 * ((i * 3) % 4) / 3.0
+        colors.append(colorsys.hsv_to_rgb(hue, saturation, value))
+    return np.round(np.asarray(colors) * 255.0).astype(np.uint8)
+
+
+def upscale_nearest(image: np.ndarray, factor: int) -> np.ndarray:
+    """[H, W, C] → [H·f, W·f, C] by repeating pixels: small images stay crisp when displayed large."""
+    if factor <= 1:
+        return image
+    return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
+
+
+def index_map_image(indices: np.ndarray | torch.Tensor, num_codes: int, cell: int) -> np.ndarray:
+    """Token ids [h, w] → an RGB uint8 image [h·cell, w·cell, 3]: each id through :func:`code_palette`."""
+    ids = indices.cpu().numpy() if isinstance(indices, torch.Tensor) else np.asarray(indices)
+    if ids.ndim != 2:
+        raise ValueError(f"indices must be [h, w], got shape {ids.shape}.")
+    return upscale_nearest(code_palette(num_codes)[ids.astype(np.int64)], max(1, cell))
+
+
+def _to_display_uint8(image: np.ndarray) -> np.ndarray:
+    """Float [H, W, 3] in [0, 1] → uint8 by rounding, exactly as the pipeline's PIL output (what users save)."""
+    return np.asarray(numpy_to_pil(image[None])[0])
+
+
+def display_factor(side: int, display_size: int) -> int:
+    """Integer enlargement that brings ``side`` pixels to at least ``display_size`` (1 for large images)."""
+    return max(1, math.ceil(display_size / max(1, side)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _fail(message: str) -> gr.Error:
+    """A message for the page (no traceback in the page or the server log: it is the user's input)."""
+    return gr.Error(message, print_exception=False)
+
+
+def _number(value: Any, name: str, low: float, high: float, *, low_open: bool = False) -> float:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise _fail(f"{name} is empty: enter a number.")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise _fail(f"{name} must be a number, got {value!r}.") from None
+    if not math.isfinite(number) or number < low or number > high or (low_open and number == low):
+        bracket = "(" if low_open else "["
+        raise _fail(f"{name} must lie in {bracket}{low:g}, {high:g}], got {value!r}.")
+    return number
+
+
+def _integer(value: Any, name: str, low: int, high: int) -> int:
+    number = _number(value, name, low, high)
+    if number != int(number):
+        raise _fail(f"{name} must be a whole number, got {value!r}.")
+    return int(number)
+
+
+def open_upload(
+    upload: str | os.PathLike | PIL.Image.Image | None, max_pixels: int, allowed_formats: Sequence[str]
+) -> PIL.Image.Image:
+    """Open an uploaded image safely: refuse other formats and oversized pictures *before* decoding them.
+
+    PIL reads only the header in ``Image.open``; the pixel count is checked there, so a small file that would
+    decode to gigabytes (a decompression bomb) never gets decoded. Returns an RGB image, EXIF-rotated.
+    """
+    if upload is None or (isinstance(upload, str) and not upload):
+        raise _fail("Upload an image first (PNG, JPEG, WEBP, BMP, GIF or TIFF).")
+    if isinstance(upload, PIL.Image.Image):
+        image = upload
+    else:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)
+                image = PIL.Image.open(upload)
+        except (PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning):
+            raise _fail(
+                f"This image has too many pixels (a possible decompression bomb); the limit is "
+                f"{max_pixels:,} pixels. Upload a smaller picture."
+            ) from None
+        except PIL.UnidentifiedImageError:
+            raise _fail(
+                "This file is not an image PIL can read; upload a PNG, JPEG or WEBP picture."
+            ) from None
+        except OSError as error:
+            raise _fail(f"Could not read the upload: {error}.") from None
+    try:
+        if image.format is not None and image.format not in allowed_formats:
+            raise _fail(f"Unsupported image type {image.format}; allowed: {', '.join(allowed_formats)}.")
+        width, height = image.size
+        if width * height > max_pixels:
+            raise _fail(
+                f"The image is {width}×{height} = {width * height:,} pixels; the limit is {max_pixels:,}. Upload "
+                "a smaller picture (it is resized to the model's resolution anyway)."
+            )
+        if width < 1 or height < 1:
+            raise _fail("The image is empty.")
+        try:
+            image.load()  # decode now, inside the guard
+            return PIL.ImageOps.exif_transpose(image).convert("RGB")
+        except (OSError, ValueError, SyntaxError, EOFError) as error:
+            raise _fail(f"The image file is damaged or truncated and cannot be decoded ({error}).") from None
+    finally:
+        if image is not upload:  # we opened it: release the file handle, also on errors
+            image.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Handlers
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TokenizeResult:
+    """Everything the Tokenize tab shows (arrays are uint8 [H, W, 3], enlarged for display)."""
+
+    input_image: np.ndarray
+    reconstruction: np.ndarray
+    index_map: np.ndarray
+    psnr: float
+    used_codes: int
+    codebook_size: int
+    perplexity: float
+    num_tokens: int
+    grid: tuple[int, int]
+
+    def summary(self) -> str:
+        """Markdown shown under the images."""
+        psnr = "∞ (identical)" if math.isinf(self.psnr) else f"{self.psnr:.2f} dB"
+        share = 100.0 * self.used_codes / self.codebook_size
+        return (
+            f"**PSNR:** {psnr} (uint8, model-resolution input vs reconstruction)  \n"
+            f"**Codebook usage:** {self.used_codes} / {self.codebook_size} distinct codes ({share:.1f} %) "
+            f"in {self.num_tokens} tokens ({self.grid[0]}×{self.grid[1]} grid), perplexity "
+            f"{self.perplexity:.1f}"
+        )
+
+
+class IBQDemo:
+    """The demo's logic around one loaded pipeline; each public method is one UI action."""
+
+    def __init__(self, pipe: IBQPipeline, limits: DemoLimits | None = None, source: str = "") -> None:
+        self.pipe = pipe
+        self.limits = limits or DemoLimits()
+        self.source = source
+        self.num_classes = int(pipe.transformer.config.num_classes)
+        self.vocab_size = int(pipe.transformer.config.vocab_size)
+        self.codebook_size = int(pipe.vqvae.config.num_embeddings)
+        self.tokenizer_resolution = int(pipe.vqvae.config.resolution)
+        self.image_size = int(pipe.transformer.config.grid_size) * int(pipe.vqvae.downsample_factor)
+        self.id2label = pipe.id2label
+
+    # ---- generation ---------------------------------------------------------------------------------------
+
+    def label_choices(self) -> list[tuple[str, int]]:
+        """Dropdown entries ``("3: name", 3)``: the model's own names, ImageNet's for ImageNet models, else ids."""
+        if not self.id2label:
+            return [(str(i), i) for i in range(self.num_classes)]
+        return [(f"{i}: {name}", i) for i, name in self.id2label.items()]
+
+    def generation_defaults(self) -> dict[str, float]:
+        """Slider defaults from the model's generation config (e.g. guidance 2.0 for the digits model)."""
+        config = self.pipe.transformer.generation_config
+
+        def pick(name: str, fallback: float) -> float:
+            value = getattr(config, name, None)
+            return fallback if value is None else value
+
+        return {
+            "guidance_scale": float(pick("guidance_scale", 1.0)),
+            "temperature": float(pick("temperature", 1.0)),
+            "top_k": int(pick("top_k", 0)),
+            "top_p": float(pick("top_p", 1.0)),
+        }
+
+    def parse_class_label(self, value: Any) -> int:
+        """Dropdown value, id, ``"3: name"`` or a class name → a class id in range (else a clear error)."""
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise _fail("Pick a class first.")
+        if isinstance(value, bool):
+            raise _fail(f"Class must be an id or a name, got {value!r}.")
+        if isinstance(value, (int, float, np.integer, np.floating)):
+            if float(value) != int(value):
+                raise _fail(f"Class id must be a whole number, got {value!r}.")
+            class_id = int(value)
+        elif isinstance(value, str):
+            text = value.strip()
+            match = re.fullmatch(r"(-?\d+)(\s*:.*)?", text, flags=re.DOTALL)
+            if match:
+                class_id = int(match.group(1))
+            else:
+                try:
+                    return self.pipe.get_label_ids(text)[0]
+                except ValueError as error:
+                    raise _fail(str(error)) from None
+        else:
+            raise _fail(f"Class must be an id or a name, got {type(value).__name__}.")
+        if not 0 <= class_id < self.num_classes:
+            raise _fail(
+                f"Class {class_id} is out of range: this model has {self.num_classes} classes, ids 0 to "
+                f"{self.num_classes - 1}."
+            )
+        return class_id
+
+    def label_name(self, class_id: int) -> str:
+        name = self.id2label.get(class_id)
+        return f"{class_id}: {name.split(',')[0]}" if name else str(class_id)
+
+    def generate(
+        self,
+        class_label: Any,
+        guidance_scale: Any,
+        temperature: Any,
+        top_k: Any,
+        top_p: Any,
+        seed: Any,
+        num_images: Any,
+        progress: Callable[..., Any] | None = None,
+    ) -> list[tuple[PIL.Image.Image, str]]:
+        """Validate the settings, sample ``num_images`` images (image i uses seed ``seed + i``), caption them.
+
+        One generator per image makes each image depend only on its class, seed and settings, not on how many
+        images were asked for.
+        """
+        limits = self.limits
+        class_id = self.parse_class_label(class_label)
+        guidance = _number(guidance_scale, "Guidance scale", 0.0, limits.max_guidance_scale)
+        temp = _number(temperature, "Temperature", 0.0, limits.max_temperature, low_open=True)
+        k = _integer(top_k, "Top-k", 0, self.vocab_size)
+        p = _number(top_p, "Top-p", 0.0, 1.0, low_open=True)
+        first_seed = _integer(seed, "Seed", 0, MAX_SEED)
+        count = _integer(num_images, "Number of images", 1, limits.max_images)
+        if progress is not None:
+            progress(0.0, desc="Sampling tokens")
+        seeds = [(first_seed + i) % (MAX_SEED + 1) for i in range(count)]
+        generators = [torch.Generator().manual_seed(s) for s in seeds]
+        try:
+            images = self.pipe(
+                class_labels=[class_id],
+                guidance_scale=guidance,
+                temperature=temp,
+                top_k=k,
+                top_p=p,
+                num_images_per_prompt=count,
+                generator=generators,
+                output_type="pil",
+            ).images
+        except (ValueError, TypeError) as error:
+            raise _fail(f"Generation failed: {error}") from None
+        except Exception as error:  # logged with its traceback on the server, a sentence on the page
+            logger.exception("generation failed")
+            raise _fail(f"Generation failed ({type(error).__name__}); see the server log.") from None
+        factor = display_factor(self.image_size, limits.display_size)
+        name = self.label_name(class_id)
+        return [
+            (PIL.Image.fromarray(upscale_nearest(np.asarray(image), factor)), f"{name} · seed {s}")
+            for image, s in zip(images, seeds, strict=True)
+        ]
+
+    # ---- tokenization -------------------------------------------------------------------------------------
+
+    def tokenize(
+        self, upload: str | os.PathLike | PIL.Image.Image | None, progress: Callable[..., Any] | None = None
+    ) -> TokenizeResult:
+        """Resize + centre-crop the upload to the tokenizer's resolution, tokenize, decode, measure."""
+        limits = self.limits
+        image = open_upload(upload, limits.max_upload_pixels, ALLOWED_FORMATS)
+        if progress is not None:
+            progress(0.0, desc="Tokenizing")
+        try:
+            # The pipeline's helper: shorter side → resolution (bicubic, antialiased), centre crop, [-1, 1].
+            pixels = images_to_tensor(image, resolution=self.tokenizer_resolution)
+            input01 = (pixels + 1.0) / 2.0
+            output = self.pipe.reconstruct(input01, output_type="np")
+        except ValueError as error:
+            raise _fail(f"Reconstruction failed: {error}") from None
+        except Exception as error:
+            logger.exception("reconstruction failed")
+            raise _fail(f"Reconstruction failed ({type(error).__name__}); see the server log.") from None
+        source = input01[0].permute(1, 2, 0).numpy()
+        recon = np.asarray(output.images[0])
+        indices = output.indices[0]
+        usage = codebook_usage(indices, self.codebook_size)
+        side = self.tokenizer_resolution
+        factor = display_factor(side, limits.display_size)
+        grid_h, grid_w = (int(s) for s in indices.shape)
+        return TokenizeResult(
+            input_image=upscale_nearest(_to_display_uint8(source), factor),
+            reconstruction=upscale_nearest(_to_display_uint8(recon), factor),
+            index_map=index_map_image(indices, self.codebook_size, cell=side * factor // grid_h),
+            psnr=psnr_uint8(source, recon),
+            used_codes=int(usage["used"]),
+            codebook_size=self.codebook_size,
+            perplexity=float(usage["perplexity"]),
+            num_tokens=grid_h * grid_w,
+            grid=(grid_h, grid_w),
+        )
+
+    def model_summary(self) -> str:
+        """One Markdown line about the loaded model for the page header."""
+        named = "named" if self.id2label else "unnamed"
+        source = self.source or "in memory"
+        if Path(source).is_dir():  # a folder: its name, not the server's file system layout
+            source = f"{Path(source).name} (local folder)"
+        return (
+            f"**Model:** `{source}` — {self.num_classes} {named} classes, "
+            f"{self.image_size}×{self.image_size} images, {self.codebook_size}-code tokenizer."
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# UI
+# ---------------------------------------------------------------------------------------------------------------
+
+CSS = """
+#gallery img, #tok-input img, #tok-recon img, #tok-map img { image-rendering: pixelated; }
+"""
+
+
+def create_demo(
+    model: str | None = None,
+    *,
+    pipe: IBQPipeline | None = None,
+    limits: DemoLimits | None = None,
+) -> gr.Blocks:
+    """Build the Blocks app for ``model`` (see :func:`resolve_model_source`) or an already loaded ``pipe``.
+
+    The queue (concurrency limit, maximum size) is configured here, so ``create_demo(...).launch()`` is safe.
+    """
+    limits = limits or DemoLimits()
+    source = "in memory" if pipe is not None else resolve_model_source(model)
+    if pipe is None:
+        pipe = load_pipeline(source)
+    demo_logic = IBQDemo(pipe, limits, source=source)
+    defaults = demo_logic.generation_defaults()
+    choices = demo_logic.label_choices()
+
+    def on_generate(
+        class_label: Any,
+        guidance_scale: Any,
+        temperature: Any,
+        top_k: Any,
+        top_p: Any,
+        seed: Any,
+        num_images: Any,
+        progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008  (Gradio's injection idiom)
+    ) -> list[tuple[PIL.Image.Image, str]]:
+        return demo_logic.generate(
+            class_label, guidance_scale, temperature, top_k, top_p, seed, num_images, progress
+        )
+
+    def on_tokenize(
+        upload: str | None,
+        progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+        result = demo_logic.tokenize(upload, progress)
+        return result.input_image, result.reconstruction, result.index_map, result.summary()
+
+    with gr.Blocks(title="IBQ: Index Backpropagation Quantization", analytics_enabled=False) as demo:
+        gr.Markdown(
+            "# IBQ — Index Backpropagation Quantization\n"
+            "Class-conditional autoregressive image generation over a learned visual tokenizer "
+            "([arXiv 2412.02692](https://arxiv.org/abs/2412.02692)), running with `ibq_hf`.\n\n"
+            + demo_logic.model_summary()
+        )
+        with gr.Tab("Generate", id="tab-generate"), gr.Row():
+            with gr.Column(scale=1):
+                class_label = gr.Dropdown(
+                    choices=choices,
+                    value=choices[0][1],
+                    label="Class",
+                    info="Type to search the model's class names.",
+                    elem_id="class-label",
+                )
+                guidance = gr.Slider(
+                    0.0,
+                    limits.max_guidance_scale,
+                    value=defaults["guidance_scale"],
+                    step=0.1,
+                    label="Guidance scale",
+                    info="Classifier-free guidance; 1 = off.",
+                    elem_id="guidance",
+                )
+                temperature = gr.Slider(
+                    0.05,
+                    limits.max_temperature,
+                    value=defaults["temperature"],
+                    step=0.05,
+                    label="Temperature",
+                    elem_id="temperature",
+                )
+                top_k = gr.Slider(
+                    0,
+                    demo_logic.vocab_size,
+                    value=defaults["top_k"],
+                    step=1,
+                    label="Top-k (0 = off)",
+                    elem_id="top-k",
+                )
+                top_p = gr.Slider(
+                    0.01, 1.0, value=defaults["top_p"], step=0.01, label="Top-p (1 = off)", elem_id="top-p"
+                )
+                with gr.Row():
+                    seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
+                    num_images = gr.Slider(
+                        1,
+                        limits.max_images,
+                        value=min(4, limits.max_images),
+                        step=1,
+                        label="Number of images",
+                        elem_id="num-images",
+                    )
+                generate_button = gr.Button("Generate", variant="primary", elem_id="gen")
+            with gr.Column(scale=2):
+                gallery = gr.Gallery(
+                    label="Samples", columns=4, format="png", elem_id="gallery", object_fit="contain"
+                )
+        with gr.Tab("Tokenize", id="tab-tokenize"):
+            gr.Markdown(
+                f"Upload a picture: it is resized and centre-cropped to the tokenizer's "
+                f"{demo_logic.tokenizer_resolution}×{demo_logic.tokenizer_resolution} input, turned into code "
+                "indices and decoded back. Limits: "
+                f"{limits.max_upload_pixels:,} pixels, {limits.max_file_size.upper()}, PNG, JPEG, WEBP, BMP, GIF or TIFF."
+            )
+            with gr.Row():
+                upload = gr.Image(
+                    type="filepath",
+                    image_mode=None,  # no decoding in Gradio: `open_upload` checks the header first
+                    sources=["upload", "clipboard"],
+                    label="Upload",
+                    elem_id="upload",
+                )
+                tokenize_button = gr.Button("Tokenize & reconstruct", variant="primary", elem_id="tok-btn")
+            with gr.Row():
+                input_image = gr.Image(
+                    label="Model input", format="png", interactive=False, elem_id="tok-input"
+                )
+                reconstruction = gr.Image(
+                    label="Reconstruction", format="png", interactive=False, elem_id="tok-recon"
+                )
+                index_map = gr.Image(
+                    label="Token indices (one colour per code)",
+                    format="png",
+                    interactive=False,
+                    elem_id="tok-map",
+                )
+            stats = gr.Markdown(elem_id="tok-stats")
+
+        generate_button.click(
+            on_generate,
+            inputs=[class_label, guidance, temperature, top_k, top_p, seed, num_images],
+            outputs=gallery,
+            api_name="generate",
+        )
+        tokenize_button.click(
+            on_tokenize,
+            inputs=upload,
+            outputs=[input_image, reconstruction, index_map, stats],
+            api_name="tokenize",
+        )
+    demo.queue(default_concurrency_limit=limits.concurrency_limit, max_size=limits.max_queue_size)
+    demo.ibq_demo = demo_logic  # for tests and notebooks: the handlers behind the page
+    demo.ibq_limits = limits
+    return demo
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="IBQ Gradio demo (generation + tokenizer reconstruction).")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help=f"Hub repo id or local pipeline folder (default: ${MODEL_ENV_VAR}, else the bundled digits model).",
+    )
+    parser.add_argument(
+        "--host", default=None, help="Server name (default: $GRADIO_SERVER_NAME or 127.0.0.1)."
+    )
+    parser.add_argument("--port", type=int, default=None, help="Port (default: $GRADIO_SERVER_PORT or 7860).")
+    parser.add_argument("--max-images", type=int, default=DemoLimits.max_images, help="Images per request.")
+    parser.add_argument(
+        "--concurrency", type=int, default=DemoLimits.concurrency_limit, help="Requests run at once."
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=int(os.environ.get("IBQ_HF_SPACE_THREADS", "0")),
+        help="torch CPU threads (0 = torch's default). Small models run fastest on 1 thread of a shared CPU.",
+    )
+    parser.add_argument("--share", action="store_true", help="Create a public gradio.live link.")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``python app.py`` (what a Space runs)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    if args.max_images < 1 or args.concurrency < 1 or args.threads < 0:
+        raise SystemExit("--max-images and --concurrency must be at least 1, --threads at least 0.")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    limits = DemoLimits(max_images=args.max_images, concurrency_limit=args.concurrency)
+    try:
+        demo = create_demo(args.model, limits=limits)
+    except (FileNotFoundError, RuntimeError) as error:
+        raise SystemExit(str(error)) from None
+    logger.info(
+        "ibq_hf from %s; model %s; torch %s threads",
+        Path(ibq_hf.__file__).parent,
+        demo.ibq_demo.source,
+        torch.get_num_threads(),
+    )
+    demo.launch(
+        server_name=args.host,
+        server_port=args.port,
+        share=args.share,
+        show_error=True,
+        max_file_size=limits.max_file_size,
+        css=CSS,
+    )
+
+
+if __name__ == "__main__":
+    main()
