@@ -1,6 +1,6 @@
 """Train the IBQ class-conditional AR model on pre-extracted codes (reference recipe, HF ``Trainer``).
 
-    python examples/train_ar.py --codes_dataset codes/ --model_size tiny --grid_size 8 --vocab_size 1024 \
+    python examples/train_ar.py --codes_dataset codes/ --model_size custom --grid_size 8 --vocab_size 1024 \
         --num_classes 10 --output_dir runs/ar --max_steps 2000 --per_device_train_batch_size 64
     accelerate launch --multi_gpu --num_processes 2 examples/train_ar.py ...   # same flags, DDP
 

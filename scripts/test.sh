@@ -5,6 +5,6 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 python="$(bash scripts/env.sh)"
-"$python" -m ruff check src tests benchmarks examples spaces
-"$python" -m ruff format --check src tests benchmarks examples spaces
+"$python" -m ruff check src tests benchmarks examples spaces docs/scripts
+"$python" -m ruff format --check src tests benchmarks examples spaces docs/scripts
 exec "$python" -m pytest "$@"

@@ -381,7 +381,8 @@ class IBQQuantizer(nn.Module):
             trained the released weights; the paper writes β on the commitment term instead).
         use_entropy_loss: compute the MAGVIT-v2 entropy terms.
         entropy_temperature: ``τ`` of the entropy softmax.
-        sample_minimization_weight / batch_maximization_weight: weights of the two entropy terms.
+        sample_minimization_weight: weight of the per-token (sample) entropy term.
+        batch_maximization_weight: weight of the batch-mean (codebook) entropy term.
         chunk_size: codebook entries per chunk of the memory-efficient path. ``None`` picks automatically:
             the dense reference path for small ``tokens × codebook`` problems, otherwise the chunked path
             with tiles of at most ``max_tile_elements`` logits.
@@ -587,6 +588,7 @@ class CodebookUsage:
         self.counts = torch.zeros(num_embeddings, dtype=torch.int64)
 
     def update(self, indices: torch.Tensor) -> None:
+        """Count the code indices of one batch (any shape); values must lie in ``[0, num_embeddings)``."""
         flat = indices.reshape(-1).long()
         if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= self.num_embeddings):
             raise ValueError(f"indices must lie in [0, {self.num_embeddings}).")
@@ -612,8 +614,10 @@ class CodebookUsage:
             self.counts = counts.cpu()
 
     def reset(self) -> None:
+        """Set every count back to zero."""
         self.counts.zero_()
 
     def compute(self) -> dict[str, float]:
+        """``used`` (distinct codes seen), ``utilization`` (used / codebook size), ``perplexity`` so far."""
         stats = _usage_from_counts(self.counts)
         return {"used": stats["used"], "utilization": stats["utilization"], "perplexity": stats["perplexity"]}

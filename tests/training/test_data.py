@@ -223,7 +223,7 @@ def test_gated_dataset_error_names_login() -> None:
     )
     with mock.patch("datasets.load_dataset", side_effect=gated), pytest.raises(GatedDatasetError) as info:
         load_image_dataset()
-    assert "huggingface-cli login" in str(info.value) and "ILSVRC/imagenet-1k" in str(info.value)
+    assert "hf auth login" in str(info.value) and "ILSVRC/imagenet-1k" in str(info.value)
     assert isinstance(info.value, DatasetNotFoundError)  # callers catching the datasets error still work
     other = DatasetNotFoundError("Dataset 'x/y' doesn't exist on the Hub or cannot be accessed.")
     with mock.patch("datasets.load_dataset", side_effect=other), pytest.raises(DatasetNotFoundError) as info2:

@@ -71,7 +71,8 @@ def pipeline_from_original_state_dict(
         state: the flat state dict of an AR checkpoint (as returned by ``load_original_checkpoint``).
         config_path: the original AR training YAML; needed only when the AR weights are not a released size.
         resolution: tokenizer training resolution, used to place its attention layers (256 for the releases).
-        num_attention_heads / grid_size: AR architecture for non-released sizes without a YAML.
+        num_attention_heads: AR head count, for non-released sizes without a YAML.
+        grid_size: AR token-grid side, for non-released sizes without a YAML.
     """
     ar_state, dropped = split_ar_state_dict(state)  # first: its errors say when this is not an AR checkpoint
     vqvae = _tokenizer_from_embedded(state, resolution)

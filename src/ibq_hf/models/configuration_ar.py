@@ -75,9 +75,10 @@ class IBQARConfig(PreTrainedConfig):
     r"""Configuration of :class:`~ibq_hf.IBQARForImageGeneration`.
 
     Defaults are the "B" model (343M parameters). Use :meth:`from_preset` for the released sizes
-    ("B", "L", "XL", "XXL") or pass fields directly for small models.
+    ("B", "L", "XL", "XXL") or pass fields directly for small models. Every attribute below is also a
+    keyword argument of the constructor.
 
-    Args:
+    Attributes:
         vocab_size: number of image-token ids (the tokenizer's codebook size).
         num_classes: number of real classes; the class embedding has ``num_classes + 1`` rows, the last one is the
             null (unconditional) class used by classifier-free guidance.
@@ -87,6 +88,8 @@ class IBQARConfig(PreTrainedConfig):
             multiple of 4 because the 2-D RoPE splits each head into row and column halves of rotation pairs.
         intermediate_size: SwiGLU width; ``None`` derives it like the original (``multiple_of``,
             ``ffn_dim_multiplier``).
+        multiple_of: the derived SwiGLU width is rounded up to a multiple of this (256).
+        ffn_dim_multiplier: optional factor on the derived SwiGLU width before rounding (``None``: none).
         grid_size: side of the image-token grid; a sequence holds the class token plus ``grid_size**2`` tokens.
         rope_base: RoPE base (10000).
         rms_norm_eps: RMSNorm epsilon (1e-5).

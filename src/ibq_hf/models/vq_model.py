@@ -64,8 +64,10 @@ class IBQVQEncoderOutput(BaseOutput):
     Args:
         latents: ``[B, embed_dim, h, w]`` quantized latents (straight-through to the encoder and codebook).
         indices: ``[B, h, w]`` int64 code indices (raster order when flattened).
-        quant_loss / sample_entropy / avg_entropy / entropy_loss: the quantizer's loss terms
-            (entropy terms are ``None`` when ``use_entropy_loss`` is off).
+        quant_loss: the quantizer's loss (codebook + commitment terms).
+        sample_entropy: mean per-token entropy (``None`` when ``use_entropy_loss`` is off).
+        avg_entropy: entropy of the batch-mean code distribution (``None`` when off).
+        entropy_loss: the weighted entropy loss (``None`` when off).
     """
 
     latents: torch.Tensor
@@ -117,7 +119,8 @@ class IBQVQModel(ModelMixin, ConfigMixin):
         beta (`float`, defaults to 0.25): codebook-term weight of the quantization loss.
         use_entropy_loss (`bool`, defaults to True): compute the entropy terms.
         entropy_temperature (`float`, defaults to 0.01): temperature of the entropy softmax.
-        sample_minimization_weight / batch_maximization_weight (`float`, default 1.0): entropy weights.
+        sample_minimization_weight (`float`, defaults to 1.0): weight of the per-token entropy term.
+        batch_maximization_weight (`float`, defaults to 1.0): weight of the batch-mean entropy term.
         quantizer_chunk_size (`int`, *optional*): codebook chunk of the memory-efficient quantizer
             path; ``None`` chooses automatically (see :class:`~ibq_hf.IBQQuantizer`).
     """

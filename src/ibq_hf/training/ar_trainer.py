@@ -72,6 +72,7 @@ class ARCodesCollator:
         self.label_column = label_column
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        """Stack a list of rows into the batch described in the class docstring."""
         if not rows:
             raise ValueError("ARCodesCollator got an empty batch.")
         missing = {"input_ids", self.label_column} - set(rows[0])

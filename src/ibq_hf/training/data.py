@@ -279,6 +279,7 @@ class ImageStream:
         return self.dataset.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from a position saved by `state_dict` (call before iterating again)."""
         self.dataset.load_state_dict(state)
 
     def set_epoch(self, epoch: int) -> None:
@@ -401,7 +402,8 @@ def load_image_dataset(
         if "gated" in str(error).lower():
             raise GatedDatasetError(
                 f"{path!r} is a gated dataset on the Hugging Face Hub: accept its terms on "
-                f"https://huggingface.co/datasets/{path}, then run `huggingface-cli login` (or set HF_TOKEN, "
+                f"https://huggingface.co/datasets/{path}, then run `hf auth login` (`huggingface-cli login` "
+                "with huggingface-hub < 1.0; or set HF_TOKEN, "
                 "or pass token=...). Alternatively point train_data_dir=... at a local copy "
                 f"(imagefolder) or data_files=... at parquet files. Original error: {error}"
             ) from error

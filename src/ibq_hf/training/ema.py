@@ -72,6 +72,7 @@ class EMAModel:
 
     @torch.no_grad()
     def restore(self, model: nn.Module) -> None:
+        """Put back the live weights saved by `store` (after evaluating or saving with the EMA weights)."""
         if self._stored is None:
             raise ValueError("EMAModel.restore() called without a preceding store(model).")
         for name, param in self._params(model).items():
@@ -79,6 +80,7 @@ class EMAModel:
         self._stored = None
 
     def state_dict(self) -> dict[str, Any]:
+        """``decay``, ``num_updates`` and the ``shadow`` tensors by parameter name, for checkpoints."""
         return {"decay": self.decay, "num_updates": self.num_updates, "shadow": dict(self.shadow)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

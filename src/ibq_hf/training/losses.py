@@ -360,6 +360,7 @@ class LeCamRegularizer(nn.Module):
 
     @torch.no_grad()
     def update(self, logits_real: torch.Tensor, logits_fake: torch.Tensor) -> None:
+        """Fold the batch means of real and fake logits into the EMAs (rank-averaged if ``all_reduce``)."""
         means = torch.stack([logits_real.detach().float().mean(), logits_fake.detach().float().mean()])
         if self.all_reduce and torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(means)
@@ -371,6 +372,10 @@ class LeCamRegularizer(nn.Module):
     def forward(
         self, logits_real: torch.Tensor, logits_fake: torch.Tensor, update: bool | None = None
     ) -> torch.Tensor:
+        """LeCam loss ``mean relu(D(x) − ema_fake)² + mean relu(ema_real − D(x̂))²``.
+
+        The EMAs are updated first when ``update`` is true (default: in training mode only).
+        """
         if self.training if update is None else update:
             self.update(logits_real, logits_fake)
         ema_real = self.ema_real.to(logits_fake.dtype)
