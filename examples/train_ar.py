@@ -18,7 +18,6 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-import torch
 from transformers import HfArgumentParser, set_seed
 
 from ibq_hf import IBQARConfig, IBQARForImageGeneration
@@ -145,17 +144,25 @@ def _train_and_export(trainer: IBQARTrainer, args, vqvae, source: str | None, pu
     """Train (resuming if asked), check the ranks agree, save the model + card (+ a pipeline), then push."""
     resume = args.resume_from_checkpoint
     trainer.train(resume_from_checkpoint=True if resume == "latest" else resume)
-    check_ranks_in_sync(trainer.model)
+    if trainer.is_fsdp_enabled:
+        # FSDP parameters are per-rank shards of one tensor (consistent by construction): nothing to compare.
+        # save_model gathers them (fsdp_state_dict_type FULL_STATE_DICT, as in examples/configs/fsdp.yaml).
+        trainer.accelerator.print("FSDP: skipping the rank check (parameters are sharded, not replicated)")
+    else:
+        check_ranks_in_sync(trainer.model)
     trainer.save_model(args.output_dir)
+    trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
-        model = trainer.model
+        # The card and the pipeline are built from the saved files, not the in-memory (possibly sharded or
+        # bf16-cast) model: what is exported is exactly what from_pretrained will read.
+        model = IBQARForImageGeneration.from_pretrained(args.output_dir)
         write_ar_model_card(model, args.output_dir, dataset=source, repo_id=hub_id)
         export = args.output_dir
         if vqvae is not None:
             from ibq_hf import IBQPipeline
 
             export = os.path.join(args.output_dir, "pipeline")
-            IBQPipeline(vqvae=vqvae, transformer=model.to(torch.float32).eval()).save_pretrained(export)
+            IBQPipeline(vqvae=vqvae, transformer=model.eval()).save_pretrained(export)
         if push:
             from ibq_hf.pipeline import upload_folder_to_hub
 
