@@ -1,8 +1,9 @@
 """The ``ibq-hf`` command line: thin argument parsing over the library.
 
-Commands: ``convert {tokenizer,ar,pipeline}``, ``generate`` (class-conditional samples as an image grid) and
-``reconstruct`` (tokenize + decode pictures). Errors caused by the user's input (bad paths, mismatched
-checkpoints, unknown class names, bad arguments) are printed as ``ibq-hf: error: ...`` with exit status 2,
+Commands: ``convert {tokenizer,ar,pipeline}``, ``generate`` (class-conditional samples as an image grid),
+``reconstruct`` (tokenize + decode pictures) and ``evaluate {tokenizer,sample,generation}`` (metrics with the
+paper's protocol, docs/evaluation.md). Errors caused by the user's input (bad paths, mismatched checkpoints,
+unknown class names, bad arguments) are printed as ``ibq-hf: error: ...`` with exit status 2,
 never as a traceback.
 """
 
@@ -364,7 +365,56 @@ def build_parser() -> argparse.ArgumentParser:
         "--save-indices", default=None, metavar="FILE.npy", help="also save the token ids [B, h, w]"
     )
     rec.set_defaults(func=_reconstruct)
+    _add_evaluate_commands(commands)
     return parser
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from .evaluation import commands
+
+    {
+        "tokenizer": commands.run_tokenizer,
+        "sample": commands.run_sample,
+        "generation": commands.run_generation,
+    }[args.kind](args)
+
+
+def _add_evaluate_commands(commands: Any) -> None:
+    """``ibq-hf evaluate {tokenizer,sample,generation}``: the same code as examples/evaluate_*.py, sample_fid.py."""
+    from .evaluation import commands as evaluation
+
+    group = commands.add_parser(
+        "evaluate",
+        help="rFID/PSNR/SSIM/LPIPS/usage of a tokenizer; ADM sampling; gFID/IS/precision/recall",
+        description="Evaluate with the paper's protocol (see docs/evaluation.md).",
+    )
+    kinds = group.add_subparsers(dest="kind", required=True, metavar="KIND")
+    tok = kinds.add_parser(
+        "tokenizer",
+        help="rFID / PSNR / SSIM / LPIPS / codebook usage on a datasets split (default ImageNet val, streamed)",
+        description="Reconstruct a datasets split with an IBQ tokenizer and measure it (reference §6).",
+        epilog="example: ibq-hf evaluate tokenizer --model DIR --data-dir photos/ --max-images 100 --output-dir out",
+    )
+    evaluation.add_tokenizer_arguments(tok)
+    sample = kinds.add_parser(
+        "sample",
+        help="ADM-protocol sampling into an .npz (50 images per class; per-image seeds)",
+        description=(
+            "Sample images per class with an IBQPipeline into an ADM .npz (reference §5.3). Several processes: "
+            "accelerate launch -m ibq_hf.cli evaluate sample ..."
+        ),
+        epilog="example: ibq-hf evaluate sample --model DIR --output samples.npz",
+    )
+    evaluation.add_sample_arguments(sample)
+    gen = kinds.add_parser(
+        "generation",
+        help="gFID / IS / precision / recall of an .npz against a reference .npz or a datasets split",
+        description="Compare generated images (ADM .npz) with a reference batch or a datasets split.",
+        epilog="example: ibq-hf evaluate generation --samples samples.npz --reference VIRTUAL_imagenet256_labeled.npz",
+    )
+    evaluation.add_generation_arguments(gen)
+    for parser in (tok, sample, gen):
+        parser.set_defaults(func=_evaluate)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
