@@ -10,45 +10,50 @@ Examples::
     python benchmarks/generation.py --settings baseline,static,static+compile
     python benchmarks/generation.py --sizes B --num-images 1         # preset B (minutes on a CPU)
 
-Results are merged into ``benchmarks/results/generation.json`` (one entry per size and setting).
+    python benchmarks/generation.py --device cuda --dtypes float32,bfloat16 --settings dynamic,static+compile
+    python benchmarks/generation.py --quick                          # tiny model, 16 tokens (smoke run)
+
+Results are merged into ``benchmarks/results/generation.json`` (one entry per size, setting, dtype and device;
+entries of other sizes or devices are kept).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import time
-from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-import transformers
+from _common import RESULTS_DIR, machine_info, merge_results, resolve_device, utc_now
 from transformers import CompileConfig
 
 from ibq_hf.models.ar_model import IBQARForImageGeneration, apply_rotary_emb_2d, rope_2d_cos_sin
 from ibq_hf.models.configuration_ar import IBQARConfig
 
+# Released-model shape (vocab 16384, 1000 classes, 16×16 grid) unless a size overrides it.
 SIZES = {
+    "tiny": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "multiple_of": 32,
+             "vocab_size": 256, "grid_size": 4},
     "mid": {"hidden_size": 512, "num_hidden_layers": 8, "num_attention_heads": 8},
     "B": IBQARConfig.from_preset("B").to_diff_dict(),
-}
+}  # fmt: skip
 SETTINGS = ("baseline", "dynamic", "static", "static+compile")
-DEFAULT_OUTPUT = Path(__file__).parent / "results" / "generation.json"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DEFAULT_OUTPUT = RESULTS_DIR / "generation.json"
 
 
-def build_model(size: str, device: torch.device) -> IBQARForImageGeneration:
+def build_model(size: str, device: torch.device, dtype: str = "float32") -> IBQARForImageGeneration:
     """Random model of the given size; the zero-initialised head is replaced so that logits are not uniform."""
     fields = {k: v for k, v in SIZES[size].items() if k in IBQARConfig.__dataclass_fields__}
-    config = IBQARConfig(**{**fields, "vocab_size": 16384, "num_classes": 1000, "grid_size": 16})
+    config = IBQARConfig(**{"vocab_size": 16384, "num_classes": 1000, "grid_size": 16, **fields})
     torch.manual_seed(0)
     model = IBQARForImageGeneration(config)
     with torch.no_grad():
         model.head.weight.normal_(0.0, 0.02)
-    return model.eval().to(device)
+    return model.eval().to(device, DTYPES[dtype])
 
 
 class BaselineLoop:
@@ -159,66 +164,43 @@ def check_baseline_agrees(model, labels: torch.Tensor, guidance: float) -> bool:
     return bool(torch.equal(baseline, ours))
 
 
-def machine_info(device: torch.device) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {
-        "cpu": cpu,
-        "logical_cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "device": str(device),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
-def merge_results(path: Path, machine: dict, entries: list[dict]) -> dict:
-    data = json.loads(path.read_text()) if path.is_file() else {"results": []}
-    keys = {(e["size"], e["setting"], e["device"]) for e in entries}
-    kept = [e for e in data.get("results", []) if (e["size"], e["setting"], e.get("device")) not in keys]
-    data["results"] = kept + entries
-    data["machine"] = machine
-    data["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
-    return data
-
-
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sizes", default="mid", help=f"comma list of {sorted(SIZES)} (default: mid)")
+    parser.add_argument("--sizes", default=None, help=f"comma list of {sorted(SIZES)} (default: mid)")
     parser.add_argument(
         "--settings",
-        default="baseline,dynamic,static",
-        help=f"comma list of {SETTINGS} (default: no compile)",
+        default=None,
+        help=f"comma list of {SETTINGS} (default: no compile; quick: baseline,dynamic,static)",
     )
-    parser.add_argument("--num-images", type=int, default=None, help="images per call (default: mid 4, B 1)")
+    parser.add_argument(
+        "--num-images", type=int, default=None, help="images per call (default: tiny 2, mid 4, B 1)"
+    )
+    parser.add_argument(
+        "--dtypes", default="float32", help=f"comma list of {sorted(DTYPES)} (weights and activations)"
+    )
     parser.add_argument("--guidance-scale", type=float, default=2.0)
     parser.add_argument(
-        "--repeats", type=int, default=2, help="timed calls after the warm-up (median reported)"
+        "--repeats", type=int, default=None, help="timed calls after the warm-up (median; default 2, quick 1)"
     )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--no-check", action="store_true", help="skip the baseline-vs-generate greedy check")
+    parser.add_argument("--quick", action="store_true", help="tiny model (16 tokens per image), seconds")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
+    args.sizes = args.sizes or ("tiny" if args.quick else "mid")
+    args.settings = args.settings or "baseline,dynamic,static"
+    args.repeats = args.repeats or (1 if args.quick else 2)
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = resolve_device(args.device)
+    dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    for name in dtypes:
+        if name not in DTYPES:
+            parser.error(f"unknown dtype {name!r}; choose from {sorted(DTYPES)}")
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     settings = [s.strip() for s in args.settings.split(",") if s.strip()]
     for name in sizes:
@@ -228,30 +210,57 @@ def main(argv: list[str] | None = None) -> None:
         if name not in SETTINGS:
             parser.error(f"unknown setting {name!r}; choose from {SETTINGS}")
 
-    entries = []
+    entries: list[dict[str, Any]] = []
     for size in sizes:
-        model = build_model(size, device)
-        images = args.num_images or (4 if size == "mid" else 1)
-        labels = torch.arange(images, device=device) * 97 % 1000
-        params = sum(p.numel() for p in model.parameters())
-        agrees = None if args.no_check else check_baseline_agrees(model, labels, args.guidance_scale)
-        print(f"[{size}] {params:,} parameters, {images} images, greedy baseline == generate: {agrees}")
-        for setting in settings:
-            torch.manual_seed(0)
-            result = run_setting(model, setting, labels, args.guidance_scale, args.repeats)
-            result |= {"size": size, "parameters": params, "device": str(device), "baseline_agrees": agrees}
-            entries.append(result)
-            print(
-                f"[{size}] {setting:>15}: {result['tokens_per_s']:8.1f} tokens/s  {result['images_per_s']:.4f} "
-                f"images/s  ({result['ms_per_step']} ms/step, first call {result['first_call_s']} s)"
-            )
-        base = next((e for e in entries if e["size"] == size and e["setting"] == "baseline"), None)
-        if base:
-            for entry in entries:
-                if entry["size"] == size:
-                    entry["speedup_vs_baseline"] = round(entry["tokens_per_s"] / base["tokens_per_s"], 2)
-    merge_results(args.output, machine_info(device), entries)
+        for dtype in dtypes:
+            entries += run_size(args, size, dtype, settings, device)
+    payload = merge_results(
+        args.output,
+        "generation",
+        machine_info(device),
+        entries,
+        key=("size", "setting", "dtype", "device"),
+        defaults={"dtype": "float32", "device": "cpu"},
+    )
     print(f"wrote {args.output}")
+    return payload
+
+
+def run_size(
+    args: argparse.Namespace, size: str, dtype: str, settings: list[str], device: torch.device
+) -> list[dict[str, Any]]:
+    """Every setting for one model size and dtype, with the speed-up over the baseline loop."""
+    model = build_model(size, device, dtype)
+    images = args.num_images or {"tiny": 2, "mid": 4}.get(size, 1)
+    labels = torch.arange(images, device=device) * 97 % model.config.num_classes
+    params = sum(p.numel() for p in model.parameters())
+    agrees = None if args.no_check else check_baseline_agrees(model, labels, args.guidance_scale)
+    print(f"[{size} {dtype}] {params:,} parameters, {images} images, greedy baseline == generate: {agrees}")
+    entries = []
+    for setting in settings:
+        torch.manual_seed(0)
+        result = run_setting(model, setting, labels, args.guidance_scale, args.repeats)
+        result |= {
+            "size": size,
+            "dtype": dtype,
+            "parameters": params,
+            "device": str(device),
+            "baseline_agrees": agrees,
+            "torch_threads": torch.get_num_threads(),
+            "measured_at": utc_now(),
+        }
+        entries.append(result)
+        print(
+            f"[{size} {dtype}] {setting:>15}: {result['tokens_per_s']:8.1f} tokens/s  "
+            f"{result['images_per_s']:.4f} images/s  ({result['ms_per_step']} ms/step, "
+            f"first call {result['first_call_s']} s)",
+            flush=True,
+        )
+    base = next((e for e in entries if e["setting"] == "baseline"), None)
+    if base:
+        for entry in entries:
+            entry["speedup_vs_baseline"] = round(entry["tokens_per_s"] / base["tokens_per_s"], 2)
+    return entries
 
 
 if __name__ == "__main__":

@@ -2,32 +2,33 @@
 
 One training step = forward + backward of ``quant_loss + 0.05 * entropy_loss`` for z of shape
 [4, 256, 16, 16] (1024 tokens, D = 256), as in the released tokenizers' per-device batch. Each
-configuration runs in a fresh subprocess so peak RSS (``ru_maxrss``) is its own; memory is reported
-above the RSS measured after the codebook and inputs were allocated.
+configuration runs in a fresh subprocess so its memory is its own; memory is the peak RSS (on CUDA:
+``max_memory_allocated``) above what was held after the codebook and inputs were allocated.
 
     python benchmarks/quantizer.py                       # all sizes and implementations
     python benchmarks/quantizer.py --codebook 262144 --impl chunked --repeats 3
+    python benchmarks/quantizer.py --quick               # K = 1024 only, in this process (smoke run)
 
-Writes ``benchmarks/results/quantizer.json``.
+Results are merged into ``benchmarks/results/quantizer.json`` (one row per device, codebook size and
+implementation).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from _common import RESULTS_DIR, machine_info, merge_results, peak_memory, resolve_device, synchronize
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = RESULTS_DIR
 
 
 def reference_step(
@@ -51,22 +52,17 @@ def reference_step(
     return quant_loss + 0.05 * (sample_entropy - avg_entropy)
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def run_one(codebook_size: int, impl: str, repeats: int, tokens: int = 1024, dim: int = 256) -> dict:
-    """Measure one configuration in this process (called in a fresh subprocess)."""
+def run_one(
+    codebook_size: int, impl: str, repeats: int, tokens: int = 1024, dim: int = 256, device: str = "cpu"
+) -> dict:
+    """Measure one configuration in this process (a fresh subprocess, unless ``--in-process``)."""
     from ibq_hf.quantizer import IBQQuantizer
 
+    dev = torch.device(device)
     torch.manual_seed(0)
     side = round((tokens // 4) ** 0.5)
-    z = torch.randn(4, dim, side, side, requires_grad=True)
-    quantizer = IBQQuantizer(codebook_size, dim, use_entropy_loss=True)
+    z = torch.randn(4, dim, side, side).to(dev).requires_grad_(True)
+    quantizer = IBQQuantizer(codebook_size, dim, use_entropy_loss=True).to(dev)
     codebook = quantizer.embedding.weight
 
     def step():
@@ -79,14 +75,15 @@ def run_one(codebook_size: int, impl: str, repeats: int, tokens: int = 1024, dim
             loss = out.quant_loss + 0.05 * out.entropy_loss
         loss.backward()
 
-    base = _rss_mb()
     times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with peak_memory(dev) as mem:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            step()
+            synchronize(dev)
+            times.append(time.perf_counter() - t0)
     return {
+        "device": str(dev),
         "codebook_size": codebook_size,
         "implementation": impl,
         "tokens": tokens,
@@ -94,35 +91,21 @@ def run_one(codebook_size: int, impl: str, repeats: int, tokens: int = 1024, dim
         "repeats": repeats,
         "step_seconds": times,
         "step_seconds_median": statistics.median(times),
-        "peak_rss_above_baseline_mb": round(peak - base, 1),
-        "baseline_rss_mb": round(base, 1),
-    }
-
-
-def machine_info() -> dict:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
+        "peak_memory_above_baseline_mb": mem.peak_above_baseline_mb,
+        "baseline_memory_mb": mem.baseline_mb,
+        "memory_method": mem.method,
         "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--codebook", type=int, nargs="+", default=[1024, 16384, 262144])
+    parser.add_argument("--codebook", type=int, nargs="+", default=None, help="default 1024 16384 262144")
     parser.add_argument("--impl", nargs="+", default=["reference", "dense", "chunked"],
                         choices=["reference", "dense", "chunked"])  # fmt: skip
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=None, help="default 3 (quick 1)")
     parser.add_argument(
         "--reference-repeats", type=int, default=1, help="repeats of the slow baseline at K>=2^18"
     )
@@ -133,14 +116,23 @@ def main() -> None:
         help="skip ibq-hf's dense path above this codebook size (it is the reference algorithm; the baseline "
         "row already measures it)",
     )
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
+    parser.add_argument(
+        "--in-process", action="store_true", help="measure in this process (no subprocess per configuration)"
+    )
+    parser.add_argument("--quick", action="store_true", help="K = 1024, one step each, in this process")
     parser.add_argument("--output", type=Path, default=RESULTS / "quantizer.json")
     parser.add_argument("--_child", nargs=2, metavar=("K", "IMPL"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    args.codebook = args.codebook or ([1024] if args.quick else [1024, 16384, 262144])
+    args.repeats = args.repeats or (1 if args.quick else 3)
+    args.in_process = args.in_process or args.quick
+    device = resolve_device(args.device)
 
     if args._child:
         k, impl = int(args._child[0]), args._child[1]
-        print(json.dumps(run_one(k, impl, args.repeats)))
-        return
+        print(json.dumps(run_one(k, impl, args.repeats, device=str(device))))
+        return None
 
     results = []
     for k in args.codebook:
@@ -148,12 +140,18 @@ def main() -> None:
             if impl == "dense" and k > args.dense_max_codebook:
                 continue
             repeats = args.reference_repeats if (impl != "chunked" and k >= 2**18) else args.repeats
-            cmd = [sys.executable, __file__, "--repeats", str(repeats), "--_child", str(k), impl]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if args.in_process:
+                results.append(run_one(k, impl, repeats, device=str(device)))
+                print(json.dumps(results[-1]), flush=True)
+                continue
+            cmd = [sys.executable, __file__, "--repeats", str(repeats), "--device", str(device)]
+            proc = subprocess.run([*cmd, "--_child", str(k), impl], capture_output=True, text=True)
             if proc.returncode != 0:
                 row = {
+                    "device": str(device),
                     "codebook_size": k,
                     "implementation": impl,
+                    "tokens": 1024,
                     "error": proc.stderr.strip().splitlines()[-1:],
                 }
             else:
@@ -166,12 +164,17 @@ def main() -> None:
         ref, fast = by_key.get((k, "reference")), by_key.get((k, "chunked"))
         if ref and fast:
             fast["speedup_vs_reference"] = round(ref["step_seconds_median"] / fast["step_seconds_median"], 2)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"benchmark": "quantizer", "machine": machine_info(), "results": results}
-    tmp = args.output.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(args.output)
+    for row in results:
+        row["isolation"] = "in-process" if args.in_process else "subprocess"
+    payload = merge_results(
+        args.output,
+        "quantizer",
+        machine_info(device),
+        results,
+        key=("device", "codebook_size", "implementation", "tokens"),
+    )
     print(f"wrote {args.output}")
+    return payload
 
 
 if __name__ == "__main__":
