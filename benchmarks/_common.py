@@ -5,6 +5,7 @@ Kept free of ``ibq_hf`` imports so that ``run_all.py`` can describe the machine 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import gc
@@ -280,3 +281,27 @@ def time_calls(fn: Callable[[], Any], device: torch.device, repeats: int, warmup
 
 def rounded(values: Sequence[float], digits: int = 4) -> list[float]:
     return [round(v, digits) for v in values]
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, quick_help: str, default_output: Path) -> None:
+    """The flags every benchmark shares: ``--device``, ``--threads``, ``--quick``, ``--output``."""
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--output", type=Path, default=default_output)
+
+
+def parse_choices(parser: argparse.ArgumentParser, text: str, allowed: Sequence[str], what: str) -> list[str]:
+    """A comma list checked against ``allowed`` (an argparse error names the bad entry and the choices)."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    for name in names:
+        if name not in allowed:
+            parser.error(f"unknown {what} {name!r}; choose from {sorted(allowed)}")
+    return names
+
+
+def default_variants(cuda: bool, quick: bool, all_variants: Sequence[str]) -> list[str]:
+    """fp32 only on CPU; on CUDA every variant (fp32 + bf16 when quick)."""
+    if not cuda:
+        return ["fp32"]
+    return ["fp32", "bf16"] if quick else list(all_variants)

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from _common import RESULTS_DIR, machine_info, merge_results, resolve_device, utc_now
+from _common import RESULTS_DIR, machine_info, merge_results, parse_choices, resolve_device, utc_now
 from transformers import CompileConfig
 
 from ibq_hf.models.ar_model import IBQARForImageGeneration, apply_rotary_emb_2d, rope_2d_cos_sin
@@ -197,18 +197,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
-    for name in dtypes:
-        if name not in DTYPES:
-            parser.error(f"unknown dtype {name!r}; choose from {sorted(DTYPES)}")
-    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
-    settings = [s.strip() for s in args.settings.split(",") if s.strip()]
-    for name in sizes:
-        if name not in SIZES:
-            parser.error(f"unknown size {name!r}; choose from {sorted(SIZES)}")
-    for name in settings:
-        if name not in SETTINGS:
-            parser.error(f"unknown setting {name!r}; choose from {SETTINGS}")
+    dtypes = parse_choices(parser, args.dtypes, DTYPES, "dtype")
+    sizes = parse_choices(parser, args.sizes, SIZES, "size")
+    settings = parse_choices(parser, args.settings, SETTINGS, "setting")
 
     entries: list[dict[str, Any]] = []
     for size in sizes:

@@ -20,11 +20,21 @@ from __future__ import annotations
 
 import argparse
 import warnings
-from pathlib import Path
 from typing import Any
 
 import torch
-from _common import RESULTS_DIR, machine_info, merge_results, peak_memory, resolve_device, rounded, time_calls
+from _common import (
+    RESULTS_DIR,
+    add_run_arguments,
+    default_variants,
+    machine_info,
+    merge_results,
+    parse_choices,
+    peak_memory,
+    resolve_device,
+    rounded,
+    time_calls,
+)
 
 VARIANTS = ("fp32", "bf16", "bf16+compile")
 DEFAULT_OUTPUT = RESULTS_DIR / "tokenizer.json"
@@ -134,10 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--variants", default=None, help=f"comma list of {VARIANTS} (default: CPU fp32; CUDA all three)"
     )
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
-    parser.add_argument("--quick", action="store_true", help="tiny architecture at 32² (seconds)")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    add_run_arguments(parser, "tiny architecture at 32² (seconds)", DEFAULT_OUTPUT)
     return parser
 
 
@@ -153,12 +160,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.repeats is None:
         args.repeats = 1 if args.quick else 3
     if args.variants is None:
-        variants = ["fp32", "bf16"] if (cuda and args.quick) else (list(VARIANTS) if cuda else ["fp32"])
+        variants = default_variants(cuda, args.quick, VARIANTS)
     else:
-        variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    for v in variants:
-        if v not in VARIANTS:
-            parser.error(f"unknown variant {v!r}; choose from {VARIANTS}")
+        variants = parse_choices(parser, args.variants, VARIANTS, "variant")
 
     rows: list[dict[str, Any]] = []
     for variant in variants:

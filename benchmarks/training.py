@@ -36,14 +36,16 @@ import statistics
 import tempfile
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 import torch
 from _common import (
     RESULTS_DIR,
+    add_run_arguments,
+    default_variants,
     machine_info,
     merge_results,
+    parse_choices,
     peak_memory,
     resolve_device,
     rounded,
@@ -243,10 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--warmup", type=int, default=None, help="untimed steps (default: CPU 2, CUDA 3, quick 1)"
     )
     parser.add_argument("--repeats", type=int, default=None, help="timed steps (default: 3, quick 2)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
-    parser.add_argument("--quick", action="store_true", help="tiny models at tiny sizes (seconds)")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    add_run_arguments(parser, "tiny models at tiny sizes (seconds)", DEFAULT_OUTPUT)
     return parser
 
 
@@ -262,17 +261,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.warmup = 1 if args.quick else (3 if cuda else 2)
     if args.repeats is None:
         args.repeats = 2 if args.quick else 3
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    models = parse_choices(parser, args.models, MODELS, "model")
     if args.variants is None:
-        variants = ["fp32", "bf16"] if (cuda and args.quick) else (list(VARIANTS) if cuda else ["fp32"])
+        variants = default_variants(cuda, args.quick, VARIANTS)
     else:
-        variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    for name in models:
-        if name not in MODELS:
-            parser.error(f"unknown model {name!r}; choose from {MODELS}")
-    for name in variants:
-        if name not in VARIANTS:
-            parser.error(f"unknown variant {name!r}; choose from {VARIANTS}")
+        variants = parse_choices(parser, args.variants, VARIANTS, "variant")
 
     logging.getLogger("transformers").setLevel(logging.ERROR)
     rows = []
