@@ -76,12 +76,7 @@ def evaluate_tokenizer(
     reasons.update(unavailable or {})
     start, count = time.perf_counter(), 0
     bar = _progress(max_images, "tokenizer eval", progress)
-    for batch in batches:
-        x = batch["pixel_values"] if isinstance(batch, Mapping) else batch
-        if max_images is not None:
-            x = x[: max_images - count]
-        if len(x) == 0:
-            break
+    for x in _limited(batches, max_images):
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"Expected image batches [B, 3, H, W] in [-1, 1], got shape {tuple(x.shape)}.")
         x = x.float()
@@ -96,8 +91,6 @@ def evaluate_tokenizer(
             meter.update(x, recon)
         count += len(x)
         bar.update(len(x))
-        if max_images is not None and count >= max_images:
-            break
     bar.close()
     if count == 0:
         raise ValueError("The image source yielded no images; check the dataset, split and columns.")
@@ -343,6 +336,7 @@ def evaluate_generation(
 
 
 def _limited(batches: Iterable[Any], limit: int | None) -> Iterator[Any]:
+    """The image tensors of ``batches`` (tensors or ``{"pixel_values": ...}`` rows), cut to ``limit`` images."""
     seen = 0
     for batch in batches:
         x = batch["pixel_values"] if isinstance(batch, Mapping) else batch
