@@ -180,6 +180,20 @@ class IBQTokenizerTrainer(AtomicCheckpointMixin, Trainer):
         self._log_count = 0
         self.step_hooks: list[Any] = []  # called as hook(phase, x_rec) with phase "disc" / "gen" (tests)
         self.add_callback(_EMAStepCallback(self))
+        if self.args.torch_compile:
+            self._compile_networks()
+
+    def _compile_networks(self) -> None:
+        """``--torch_compile``: compile the networks this trainer calls itself (Trainer only compiles the unused
+        wrapper). In place (``Module.compile``), so parameter names, checkpoints and the EMA are unchanged; the
+        quantizer stays eager (its chunked path is a custom ``autograd.Function``)."""
+        options = {"backend": self.args.torch_compile_backend or "inductor"}
+        if self.args.torch_compile_mode is not None:
+            options["mode"] = self.args.torch_compile_mode
+        gan = self.gan
+        for module in (gan.generator.encoder, gan.generator.decoder, gan.discriminator, gan.lpips):
+            if module is not None:
+                module.compile(**options)
 
     # ---- optimisers and schedule -------------------------------------------------------------------------
 
