@@ -176,6 +176,31 @@ def test_progress_bar_counts_decoding_steps():
     assert "64/64" in stream.getvalue()
 
 
+def test_step_callback_sees_every_token_and_concurrent_calls_keep_their_own_progress():
+    pipe = tiny_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    seen: list[tuple[int, torch.Tensor]] = []
+    out = pipe([1, 2], generator=gens(0, 1), output_type="latent",
+               step_callback=lambda step, tokens: seen.append((step, tokens.clone())))  # fmt: skip
+    final = out.images.flatten(1)
+    assert [s for s, _ in seen] == list(range(final.shape[1]))
+    assert all(torch.equal(t, final[:, : s + 1]) for s, t in seen)
+    # A callback that starts another generation inside the first one: each call counts only its own steps
+    # (a shared forward hook on the output head would have counted both).
+    outer: list[int] = []
+    inner: list[int] = []
+
+    def nested(step: int, tokens: torch.Tensor) -> None:
+        outer.append(step)
+        if step == 0:
+            pipe([3], generator=gens(2), output_type="latent", step_callback=lambda s, t: inner.append(s))
+
+    pipe([1], generator=gens(0), output_type="latent", step_callback=nested)
+    assert outer == list(range(64)) and inner == list(range(64))
+    with pytest.raises(ValueError, match="step_callback"):
+        pipe([1], output_type="latent", generation_kwargs={"step_callback": print})
+
+
 # ---- labels ---------------------------------------------------------------------------------------------------
 
 

@@ -11,12 +11,11 @@ darkens every pixel by half a level on average.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -410,30 +409,6 @@ class IBQPipeline(DiffusionPipeline):
 
     # ---- generation ---------------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _token_progress(self, total: int, enabled: bool) -> Iterator[None]:
-        """A progress bar advanced once per AR decoding step.
-
-        ``generate`` has no step callback, so a forward hook on the output head (one call per sampled token:
-        the prefill, then each cached step) advances it. Hooks would break a compiled decode step, so with
-        ``compile_config`` the bar only jumps to the end.
-        """
-        with self.progress_bar(total=total) as bar:
-
-            def step(*_: Any) -> None:  # a forward hook must return None to leave the output alone
-                bar.update(1)
-
-            handle = None
-            if enabled and hasattr(self.transformer, "head"):
-                handle = self.transformer.head.register_forward_hook(step)
-            try:
-                yield
-            finally:
-                if handle is not None:
-                    handle.remove()
-            if handle is None:  # no per-step hook (compiled decoding): report the finished run at once
-                bar.update(total - bar.n)
-
     @torch.no_grad()
     def __call__(
         self,
@@ -448,6 +423,7 @@ class IBQPipeline(DiffusionPipeline):
         return_dict: bool = True,
         do_sample: bool | None = None,
         generation_kwargs: Mapping[str, Any] | None = None,
+        step_callback: Callable[[int, torch.LongTensor], None] | None = None,
     ) -> ImagePipelineOutput | tuple:
         r"""Generate images of the given classes.
 
@@ -469,6 +445,9 @@ class IBQPipeline(DiffusionPipeline):
             do_sample: sample (default) or take the arg-max at every step.
             generation_kwargs: further arguments of :meth:`IBQARForImageGeneration.generate`
                 (``guidance_schedule``, ``guidance_cutoff``, ``cache_implementation``, ``compile_config``).
+            step_callback: called as ``step_callback(step, tokens)`` after each sampled token (``tokens``
+                [B, step + 1], the ids so far); the progress bar advances by the same mechanism, per call, so
+                concurrent calls (e.g. a demo server) never move each other's bars.
 
         Unset sampling arguments come from ``pipe.transformer.generation_config`` (for converted models: the
         paper's temperature and guidance scale of that size).
@@ -490,17 +469,23 @@ class IBQPipeline(DiffusionPipeline):
                 "single generator."
             )
         extra = dict(generation_kwargs or {})
-        own = {"class_labels", "guidance_scale", "temperature", "top_k", "top_p", "do_sample", "generator"}
+        own = {
+            "class_labels", "guidance_scale", "temperature", "top_k", "top_p", "do_sample", "generator",
+            "step_callback",
+        }  # fmt: skip
         clashing = sorted(set(extra) & own)
         if clashing:
             raise ValueError(f"Pass {clashing} as pipeline arguments, not inside generation_kwargs.")
 
         device = self._execution_device
         grid = self.transformer.config.grid_size
-        compiled = extra.get("compile_config") or getattr(
-            self.transformer.generation_config, "compile_config", None
-        )
-        with self._token_progress(grid * grid, enabled=compiled is None):
+        with self.progress_bar(total=grid * grid) as bar:
+
+            def on_step(step: int, tokens: torch.LongTensor) -> None:
+                bar.update(1)
+                if step_callback is not None:
+                    step_callback(step, tokens)
+
             _onload(self.transformer)
             tokens = self.transformer.generate(
                 torch.tensor(ids, dtype=torch.long, device=device),
@@ -510,6 +495,7 @@ class IBQPipeline(DiffusionPipeline):
                 top_k=top_k,
                 top_p=top_p,
                 generator=generator,
+                step_callback=on_step,
                 **extra,
             )
         indices = tokens.view(batch, grid, grid)

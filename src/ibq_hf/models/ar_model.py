@@ -617,6 +617,7 @@ class IBQARForImageGeneration(PreTrainedModel, GenerationMixin):
         cache_implementation: str | None = None,
         compile_config: CompileConfig | None = None,
         generation_config: GenerationConfig | None = None,
+        step_callback: Callable[[int, torch.LongTensor], None] | None = None,
         **kwargs: Any,
     ) -> torch.LongTensor:
         """Sample image-token ids [B, grid_size²] for ``class_labels`` [B].
@@ -644,6 +645,10 @@ class IBQARForImageGeneration(PreTrainedModel, GenerationMixin):
             compile_config: ``transformers.CompileConfig``: compile the decode step with ``torch.compile``
                 (requires the static cache). The first call pays the compilation.
             generation_config: a ``GenerationConfig`` to read defaults from instead of ``self.generation_config``.
+            step_callback: called as ``step_callback(step, tokens)`` after each sampled image token, with
+                ``tokens`` [B, step + 1] the ids so far (a view: copy it to keep it). For progress bars and
+                previews; it runs outside the compiled decode step and owns no shared state, so concurrent calls
+                do not see each other's steps.
 
         Returns:
             LongTensor [B, grid_size²] of image-token ids in raster order.
@@ -652,7 +657,7 @@ class IBQARForImageGeneration(PreTrainedModel, GenerationMixin):
             raise ValueError(
                 f"Unknown generate() arguments: {sorted(kwargs)}. Supported: class_labels, guidance_scale, "
                 "do_sample, temperature, top_k, top_p, generator, guidance_schedule, guidance_cutoff, "
-                "cache_implementation, compile_config, generation_config."
+                "cache_implementation, compile_config, generation_config, step_callback."
             )
         settings = self._generation_settings(
             generation_config,
@@ -674,12 +679,16 @@ class IBQARForImageGeneration(PreTrainedModel, GenerationMixin):
         was_training = self.training
         self.eval()
         try:
-            return self._generate_tokens(labels, settings, uniforms)
+            return self._generate_tokens(labels, settings, uniforms, step_callback)
         finally:
             self.train(was_training)
 
     def _generate_tokens(
-        self, labels: torch.Tensor, settings: _GenerationSettings, uniforms: torch.Tensor | None
+        self,
+        labels: torch.Tensor,
+        settings: _GenerationSettings,
+        uniforms: torch.Tensor | None,
+        step_callback: Callable[[int, torch.LongTensor], None] | None = None,
     ) -> torch.Tensor:
         batch = labels.shape[0]
         num_steps = self.config.num_image_tokens
@@ -710,6 +719,8 @@ class IBQARForImageGeneration(PreTrainedModel, GenerationMixin):
                 )
             next_ids = self._next_ids(logits, settings, None if uniforms is None else uniforms[:, step])
             tokens[:, step] = next_ids
+            if step_callback is not None:
+                step_callback(step, tokens[:, : step + 1])
             if step == num_steps - 1:
                 break
             cutoff = settings.guidance_cutoff
