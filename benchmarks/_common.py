@@ -305,3 +305,13 @@ def default_variants(cuda: bool, quick: bool, all_variants: Sequence[str]) -> li
     if not cuda:
         return ["fp32"]
     return ["fp32", "bf16"] if quick else list(all_variants)
+
+
+def parse_run_args(
+    parser: argparse.ArgumentParser, argv: list[str] | None
+) -> tuple[argparse.Namespace, torch.device]:
+    """Parse ``argv``, apply ``--threads`` and resolve ``--device``: the start of every benchmark's ``main``."""
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args, resolve_device(args.device)

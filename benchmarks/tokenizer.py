@@ -30,8 +30,8 @@ from _common import (
     machine_info,
     merge_results,
     parse_choices,
+    parse_run_args,
     peak_memory,
-    resolve_device,
     rounded,
     time_calls,
 )
@@ -150,10 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    args, device = parse_run_args(parser, argv)
     cuda = device.type == "cuda"
     if args.batch_size is None:
         args.batch_size = 1 if args.quick else (16 if cuda else 2)

@@ -46,8 +46,8 @@ from _common import (
     machine_info,
     merge_results,
     parse_choices,
+    parse_run_args,
     peak_memory,
-    resolve_device,
     rounded,
     synchronize,
 )
@@ -251,10 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    args, device = parse_run_args(parser, argv)
     cuda = device.type == "cuda"
     if args.warmup is None:
         # The GAN step's second step still pays one-time costs on CPU (measured: 13, 18, 7.8, 7.8 s), hence 2.
