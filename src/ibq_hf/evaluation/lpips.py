@@ -56,8 +56,8 @@ class LPIPSAlex(nn.Module):
                 key = f"features.{index}.{p}"
                 if key not in state or state[key].shape != getattr(self.convs[j], p).shape:
                     raise ValueError(f"Not a torchvision AlexNet state dict: {key} missing or mis-shaped.")
-                own[f"convs.{j}.{p}"] = state[key]
-        self.load_state_dict(own, strict=False)
+                own[f"{j}.{p}"] = state[key]
+        self.convs.load_state_dict(own)  # strict: every conv weight and bias (the heads load separately)
 
     def load_heads(self, state: dict[str, torch.Tensor]) -> None:
         """The ``lpips`` package's ``weights/v0.1/alex.pth`` (``lin{k}.model.1.weight``)."""
