@@ -258,9 +258,14 @@ class IBQTokenizerTrainer(AtomicCheckpointMixin, Trainer):
     ) -> tuple[list, Any]:
         """Keep the micro-batches of the coming optimizer step: the discriminator phase needs all of them."""
         batch_samples, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
-        self._window: list[dict[str, Any]] = batch_samples
-        self._window_disc_terms: dict[str, torch.Tensor] | None = None
+        self._start_window(batch_samples)
         return batch_samples, num_items
+
+    def _start_window(self, batches: list[dict[str, Any]]) -> None:
+        """The micro-batches of one optimizer step; released once each has been through ``training_step``."""
+        self._window: list[dict[str, Any]] | None = batches
+        self._window_calls = 0
+        self._window_disc_terms: dict[str, torch.Tensor] | None = None
 
     def _discriminator_step(self, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
         """One discriminator optimizer step on ``pairs`` of (x, x̂.detach()) micro-batches.
@@ -275,8 +280,7 @@ class IBQTokenizerTrainer(AtomicCheckpointMixin, Trainer):
         with self.accelerator.autocast():
             real = [gan.discriminator(x.detach()) for x, _ in pairs]
             fake = [gan.discriminator(x_rec.detach()) for _, x_rec in pairs]
-            logits_real = real[0] if len(real) == 1 else torch.cat(real)
-            logits_fake = fake[0] if len(fake) == 1 else torch.cat(fake)
+            logits_real, logits_fake = torch.cat(real), torch.cat(fake)
             hinge = hinge_d_loss(logits_real, logits_fake)
             lecam = gan.lecam(logits_real, logits_fake)
             d_loss = a.lecam_loss_weight * lecam + hinge
@@ -305,38 +309,36 @@ class IBQTokenizerTrainer(AtomicCheckpointMixin, Trainer):
         """
         gan, a = self.gan, self.args
         gan.train()
-        window = getattr(self, "_window", None) or []
+        if getattr(self, "_window", None) is None or not any(inputs is b for b in self._window):
+            self._start_window([inputs])  # called outside the Trainer loop (e.g. by a test): a window of one
+        window = self._window
         raw_inputs = inputs
-        if not any(inputs is b for b in window):
-            window = [inputs]  # called outside the Trainer loop (e.g. by a test): a window of one
         inputs = self._prepare_inputs(inputs)
         x = inputs["pixel_values"]
         with self.accelerator.autocast():
             out = gan.generator(x)
         x_rec = out.sample
 
-        # 1) discriminator step on x and x̂.detach() (reference order: D first), once per optimizer step.
+        # 1) discriminator step on x and x̂.detach() (reference order: D first), once per optimizer step: at the
+        # step's first micro-batch, on its x̂ (whose graph is reused below: the generator does not change before
+        # the optimizer step) and on the other micro-batches' x̂, computed without gradients.
         for hook in self.step_hooks:
             hook("disc", x_rec)
-        if len(window) == 1:
-            disc_terms = self._discriminator_step([(x, x_rec.detach())])
-            weight = 1.0
-        else:
-            if self._window_disc_terms is None:
-                # The step's first micro-batch: its x̂ (with graph, reused below: the generator does not
-                # change before the optimizer step) plus the other micro-batches' x̂ without gradients.
-                pairs = []
-                for batch in window:
-                    if batch is raw_inputs:
-                        pairs.append((x, x_rec.detach()))
-                        continue
-                    xb = self._prepare_inputs(batch)["pixel_values"]
-                    with torch.no_grad(), self.accelerator.autocast():
-                        pairs.append((xb, gan.generator(xb).sample))
-                self._window_disc_terms = self._discriminator_step(pairs)
-            disc_terms = self._window_disc_terms
-            total = sum(len(b["pixel_values"]) for b in window)
-            weight = len(x) / total
+        if self._window_disc_terms is None:
+            pairs = []
+            for batch in window:
+                if batch is raw_inputs:
+                    pairs.append((x, x_rec.detach()))
+                    continue
+                xb = self._prepare_inputs(batch)["pixel_values"]
+                with torch.no_grad(), self.accelerator.autocast():
+                    pairs.append((xb, gan.generator(xb).sample))
+            self._window_disc_terms = self._discriminator_step(pairs)
+        disc_terms = self._window_disc_terms
+        weight = len(x) / sum(len(b["pixel_values"]) for b in window)  # this micro-batch's share of the step
+        self._window_calls += 1
+        if self._window_calls == len(window):
+            self._window = None  # every micro-batch done: release them
 
         # 2) generator loss (D frozen, already stepped); Trainer steps the generator optimiser afterwards.
         for hook in self.step_hooks:
@@ -358,10 +360,10 @@ class IBQTokenizerTrainer(AtomicCheckpointMixin, Trainer):
                     + a.quant_loss_weight * quant
                     + a.entropy_loss_weight * entropy
                 )
-            self.accelerator.backward(loss * weight if weight != 1.0 else loss)
+            self.accelerator.backward(loss * weight)
         finally:
             gan.discriminator.requires_grad_(True)
-        if self.accelerator.sync_gradients or len(window) == 1:
+        if self.accelerator.sync_gradients:
             self._all_reduce_grads(gan.generator)  # the sum over micro-batches, reduced once
 
         self.usage.update(out.indices.detach())
