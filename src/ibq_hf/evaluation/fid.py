@@ -12,7 +12,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from scipy import linalg
 
 __all__ = ["FeatureStatistics", "frechet_distance"]
 
@@ -142,6 +141,8 @@ def frechet_distance(
 
 def _sqrtm(matrix: np.ndarray) -> np.ndarray:
     import warnings
+
+    from scipy import linalg  # the "eval" extra; imported here so `ibq-hf` works without it
 
     with warnings.catch_warnings():  # scipy warns about singular products; we handle them ourselves
         warnings.simplefilter("ignore")
