@@ -45,6 +45,7 @@ import gradio as gr  # noqa: E402  (after the sys.path fallback above)
 import torch  # noqa: E402
 
 import ibq_hf  # noqa: E402
+from ibq_hf.evaluation.image_metrics import psnr_uint8  # noqa: E402
 from ibq_hf.pipeline import IBQPipeline, images_to_tensor, numpy_to_pil  # noqa: E402
 from ibq_hf.quantizer import codebook_usage  # noqa: E402
 
@@ -123,24 +124,6 @@ def load_pipeline(source: str, device: str | None = None) -> IBQPipeline:
 # ---------------------------------------------------------------------------------------------------------------
 # Pure helpers (metrics, colour maps, display)
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def to_uint8_truncated(images: np.ndarray) -> np.ndarray:
-    """Float images in [0, 1] → uint8 by truncating ``255·x``, the IBQ evaluation's quantisation (reference §6)."""
-    return (np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def psnr_uint8(reference: np.ndarray, reconstruction: np.ndarray) -> float:
-    """PSNR in dB of two float images in [0, 1], measured on their uint8 (truncated) versions, data range 1.
-
-    This is the IBQ evaluation's PSNR (reference §6: ×255 → uint8 → /255 → skimage PSNR); ``inf`` when equal.
-    """
-    if reference.shape != reconstruction.shape:
-        raise ValueError(f"PSNR needs equal shapes, got {reference.shape} and {reconstruction.shape}.")
-    a = to_uint8_truncated(reference).astype(np.float64) / 255.0
-    b = to_uint8_truncated(reconstruction).astype(np.float64) / 255.0
-    mse = float(np.mean((a - b) ** 2))
-    return math.inf if mse == 0.0 else 10.0 * math.log10(1.0 / mse)
 
 
 @cache

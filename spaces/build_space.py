@@ -32,8 +32,9 @@ BUNDLED_DIRNAME = "ibq-digits"
 MODEL_DIRNAME = "model"
 DEFAULT_MODEL_FILE = "default_model.txt"
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", "*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
-#: Subpackages the demo never imports; they need training/evaluation extras (datasets, accelerate, torchvision).
-PACKAGE_EXCLUDES = ("training", "evaluation")
+#: Subpackages the demo never imports; they need the training extras (datasets, accelerate). The evaluation
+#: package is shipped: the demo's PSNR comes from it, and it imports without its extras.
+PACKAGE_EXCLUDES = ("training",)
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from evaluation_helpers import photo_crops
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from ibq_hf.evaluation import PSNRSSIM, psnr_ssim, to_unit_range, truncate_to_uint8
+from ibq_hf.evaluation.image_metrics import psnr_uint8
 
 
 def _degrade(images: np.ndarray, seed: int) -> np.ndarray:
@@ -63,3 +66,19 @@ def test_accumulator_layouts_and_errors():
         psnr_ssim(np.zeros((1, 8, 8, 3), np.uint8), np.zeros((1, 16, 16, 3), np.uint8))
     with pytest.raises(ValueError, match="before any update"):
         PSNRSSIM().compute()
+
+
+def test_psnr_uint8_matches_numpy_and_skimage():
+    rng = np.random.default_rng(0)
+    a = rng.random((32, 32, 3))
+    b = np.clip(a + rng.normal(0, 0.05, a.shape), 0, 1)
+    ua, ub = (a * 255).astype(np.uint8), (b * 255).astype(np.uint8)  # truncation, as the reference
+    expected = 10 * math.log10(1.0 / np.mean((ua / 255.0 - ub / 255.0) ** 2))
+    assert psnr_uint8(a, b) == pytest.approx(expected, rel=1e-12)
+    metrics = pytest.importorskip("skimage.metrics")
+    assert psnr_uint8(a, b) == pytest.approx(
+        metrics.peak_signal_noise_ratio(ua / 255.0, ub / 255.0, data_range=1.0), rel=1e-12
+    )
+    assert psnr_uint8(a, a) == math.inf
+    with pytest.raises(ValueError, match="equal shapes"):
+        psnr_uint8(a, b[:16])

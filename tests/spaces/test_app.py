@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 from pathlib import Path
 
@@ -316,22 +315,6 @@ def test_decompression_bomb_guard(app_module, demo, tmp_path, monkeypatch, pixel
 
 
 # ---- pure helpers -----------------------------------------------------------------------------------------
-
-
-def test_psnr_uint8_matches_numpy_and_skimage(app_module):
-    rng = np.random.default_rng(0)
-    a = rng.random((32, 32, 3))
-    b = np.clip(a + rng.normal(0, 0.05, a.shape), 0, 1)
-    ua, ub = (a * 255).astype(np.uint8), (b * 255).astype(np.uint8)  # truncation, as the reference
-    expected = 10 * math.log10(1.0 / np.mean((ua / 255.0 - ub / 255.0) ** 2))
-    assert app_module.psnr_uint8(a, b) == pytest.approx(expected, rel=1e-12)
-    metrics = pytest.importorskip("skimage.metrics")
-    assert app_module.psnr_uint8(a, b) == pytest.approx(
-        metrics.peak_signal_noise_ratio(ua / 255.0, ub / 255.0, data_range=1.0), rel=1e-12
-    )
-    assert app_module.psnr_uint8(a, a) == math.inf
-    with pytest.raises(ValueError, match="equal shapes"):
-        app_module.psnr_uint8(a, b[:16])
 
 
 def test_index_map_image(app_module):

@@ -17,7 +17,7 @@ import os
 from .errors import InceptionLogitsUnavailableError, MetricUnavailableError, WeightsUnavailableError
 from .features import InceptionFeatureAccumulator, images_to_unit_float
 from .fid import FeatureStatistics, frechet_distance
-from .image_metrics import PSNRSSIM, psnr_ssim, to_unit_range, truncate_to_uint8
+from .image_metrics import PSNRSSIM, psnr_ssim, psnr_uint8, to_unit_range, truncate_to_uint8
 from .inception import (
     FID_WEIGHTS_URL,
     FIDInceptionV3,
@@ -71,6 +71,7 @@ __all__ = [
     "metric_path",
     "precision_recall",
     "psnr_ssim",
+    "psnr_uint8",
     "results_markdown",
     "sample_for_fid",
     "save_adm_npz",

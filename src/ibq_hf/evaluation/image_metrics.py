@@ -8,10 +8,12 @@ per-image mean reported here.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
-__all__ = ["PSNRSSIM", "psnr_ssim", "to_unit_range", "truncate_to_uint8"]
+__all__ = ["PSNRSSIM", "psnr_ssim", "psnr_uint8", "to_unit_range", "truncate_to_uint8"]
 
 
 def to_unit_range(
@@ -46,19 +48,36 @@ def truncate_to_uint8(unit: np.ndarray) -> np.ndarray:
     return (np.clip(unit, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+def psnr_uint8(reference: np.ndarray, reconstruction: np.ndarray) -> float:
+    """PSNR (dB) of two float images in [0, 1] (any equal shapes), on their truncated uint8 versions.
+
+    The reference's PSNR (§6): ``uint8(255·x) / 255``, then skimage's ``peak_signal_noise_ratio(data_range=1)``,
+    i.e. ``10·log10(1 / MSE)`` — computed here with numpy (no skimage needed, e.g. in the demo); ``inf`` when equal.
+    """
+    if reference.shape != reconstruction.shape:
+        raise ValueError(f"PSNR needs equal shapes, got {reference.shape} and {reconstruction.shape}.")
+    a = truncate_to_uint8(reference).astype(np.float64) / 255.0
+    b = truncate_to_uint8(reconstruction).astype(np.float64) / 255.0
+    mse = float(np.mean((a - b) ** 2))
+    return math.inf if mse == 0.0 else 10.0 * math.log10(1.0 / mse)
+
+
 def psnr_ssim(
     originals: torch.Tensor | np.ndarray,
     reconstructions: torch.Tensor | np.ndarray,
     value_range: tuple[float, float] = (-1.0, 1.0),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-image PSNR (dB) and SSIM, each float64 [B], with the reference's uint8 truncation."""
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+    from skimage.metrics import structural_similarity
 
-    a = truncate_to_uint8(to_unit_range(originals, value_range)).astype(np.float64) / 255.0
-    b = truncate_to_uint8(to_unit_range(reconstructions, value_range)).astype(np.float64) / 255.0
-    if a.shape != b.shape:
-        raise ValueError(f"originals {a.shape} and reconstructions {b.shape} must have the same shape.")
-    psnr = np.array([peak_signal_noise_ratio(x, y, data_range=1.0) for x, y in zip(a, b)])
+    unit_a, unit_b = to_unit_range(originals, value_range), to_unit_range(reconstructions, value_range)
+    if unit_a.shape != unit_b.shape:
+        raise ValueError(
+            f"originals {unit_a.shape} and reconstructions {unit_b.shape} must have the same shape."
+        )
+    psnr = np.array([psnr_uint8(x, y) for x, y in zip(unit_a, unit_b)])
+    a = truncate_to_uint8(unit_a).astype(np.float64) / 255.0
+    b = truncate_to_uint8(unit_b).astype(np.float64) / 255.0
     ssim = np.array([structural_similarity(x, y, data_range=1.0, channel_axis=-1) for x, y in zip(a, b)])
     return psnr, ssim
 
