@@ -1,7 +1,8 @@
 """PSNR and SSIM exactly as the reference evaluation (§6), accumulated over batches.
 
 Per image: map to [0, 1], quantise with ``uint8(255·x)`` (truncation, not rounding), divide by 255, then
-skimage's ``peak_signal_noise_ratio(data_range=1)`` and ``structural_similarity(data_range=1, channel_axis=-1)``
+``peak_signal_noise_ratio(data_range=1)`` (computed with numpy: `psnr_uint8`) and skimage's
+``structural_similarity(data_range=1, channel_axis=-1)``
 (7×7 uniform window). The reference averages per batch and then over batches; with equal batches that is the
 per-image mean reported here.
 """
