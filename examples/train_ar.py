@@ -1,36 +1,57 @@
-"""Train the IBQ class-conditional AR model on pre-extracted codes (reference recipe, HF ``Trainer``).
+"""Train the IBQ class-conditional AR model on pre-extracted codes or on the fly (reference recipe, HF ``Trainer``).
 
     python examples/train_ar.py --codes_dataset codes/ --model_size custom --grid_size 8 --vocab_size 1024 \
         --num_classes 10 --output_dir runs/ar --max_steps 2000 --per_device_train_batch_size 64
     accelerate launch --multi_gpu --num_processes 2 examples/train_ar.py ...   # same flags, DDP
 
-Codes come from ``examples/extract_codes.py`` (rows ``{input_ids: [grid²], label}``). Every
-``TrainingArguments`` flag works (``--bf16``, ``--gradient_checkpointing``, ``--save_steps``,
-``--resume_from_checkpoint PATH|latest``, ...); the defaults are the reference's (lr 3e-4, wd 0.05,
-betas (0.9, 0.95), clip 1.0). The final model and its model card are written to ``--output_dir``;
-with ``--tokenizer`` a whole ``IBQPipeline`` is also written to ``<output_dir>/pipeline``.
+Codes come from ``examples/extract_codes.py`` (rows ``{input_ids: [grid²], label}``, or ``[N, grid²]`` with
+``--crops N``: one of the N crops is drawn per image and epoch). Every ``TrainingArguments`` flag works
+(``--bf16``, ``--gradient_checkpointing``, ``--save_steps``, ``--resume_from_checkpoint PATH|latest``, ...); the
+defaults are the reference's (lr 3e-4, wd 0.05, betas (0.9, 0.95), clip 1.0).
+
+Schedule: one for both modes, in optimizer steps of the global batch (per-device × processes × accumulation).
+``--model_size B|L|XL|XXL`` brings the reference epochs, warm-up epochs, ``wpe`` and ``twde`` of that size
+(``ibq_hf.training.ar_schedule.AR_TRAINING_PRESETS``); any of ``--num_train_epochs``, ``--max_steps``,
+``--warmup_epochs``, ``--warmup_steps``, ``--final_lr_ratio``, ``--final_weight_decay`` given on the command
+line overrides it. Epochs become steps from the pass size: the codes dataset's length, or for a stream the
+split size in its metadata or ``--examples_per_epoch`` (required when a value is in epochs and the metadata has
+none). The final model and its model card are written to ``--output_dir``; with ``--tokenizer`` a whole
+``IBQPipeline`` is also written to ``<output_dir>/pipeline``.
 """
 
 from __future__ import annotations
 
-import math
+import argparse
 import os
 import sys
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 from transformers import HfArgumentParser, set_seed
+from transformers.utils import logging
 
 from ibq_hf import IBQARConfig, IBQARForImageGeneration
 from ibq_hf.models.configuration_ar import IBQ_AR_PRESETS
-from ibq_hf.training.ar_schedule import warmup_steps_from_epochs
+from ibq_hf.training.ar_schedule import (
+    REFERENCE_GLOBAL_BATCH_SIZE,
+    REFERENCE_LEARNING_RATE,
+    ARSchedule,
+    ar_training_preset,
+    global_batch_size,
+    resolve_ar_schedule,
+)
 from ibq_hf.training.ar_trainer import (
     ARCodesCollator,
+    CodeCrops,
     IBQARTrainer,
     IBQARTrainingArguments,
     load_codes_dataset,
     write_ar_model_card,
 )
 from ibq_hf.training.distributed import check_ranks_in_sync
+
+logger = logging.get_logger(__name__)
 
 
 @dataclass
@@ -73,13 +94,26 @@ class ScriptArguments:
         default=None, metadata={"help": "Override resid / ffn / token dropout (reference 0.1)."}
     )
     warmup_epochs: float | None = field(
-        default=None, metadata={"help": "Reference `wp` in epochs; overrides --warmup_steps when set."}
+        default=None,
+        metadata={
+            "help": "Warm-up in epochs (reference `wp`; default: the size preset's, 6/7/8/9 for B/L/XL/XXL, else "
+            "none). Exclusive with --warmup_steps."
+        },
+    )
+    examples_per_epoch: int | None = field(
+        default=None,
+        metadata={
+            "help": "Examples in one pass over a streamed source, to turn epochs into steps (default: the "
+            "split size in the dataset's metadata; required when that is missing and a value is in epochs)."
+        },
     )
     tokenizer: str | None = field(
         default=None,
         metadata={"help": "IBQVQModel path / id: also export an IBQPipeline to <output_dir>/pipeline."},
     )
     split: str = field(default="train", metadata={"help": "Dataset split."})
+    # Filled by main(): the options given on the command line (a preset only fills the others).
+    explicit_options: frozenset[str] = field(default=frozenset(), init=False, repr=False)
 
 
 def build_config(
@@ -102,6 +136,78 @@ def build_config(
     return IBQARConfig.from_preset(script.model_size, **extra)
 
 
+def _explicit_options(parser: HfArgumentParser, argv: list[str]) -> frozenset[str]:
+    """The option destinations that ``argv`` sets (a size preset must not override those, even to a default)."""
+    saved = [(action, action.default) for action in parser._actions]
+    try:
+        for action, _ in saved:
+            action.default = argparse.SUPPRESS
+        namespace, _ = parser.parse_known_args(argv)
+    finally:
+        for action, default in saved:
+            action.default = default
+    return frozenset(vars(namespace))
+
+
+def stream_pass_size(script: ScriptArguments, stream: Any) -> int | None:
+    """Examples per pass of the on-the-fly source: ``--examples_per_epoch``; else the source's length (an
+    imagefolder or a prepared cache is indexed); else, for ``--dataset_name``, the split size in the dataset's
+    metadata (its card's ``dataset_info``); else ``None`` (unknown)."""
+    if script.examples_per_epoch is not None:
+        if script.examples_per_epoch < 1:
+            raise ValueError(f"--examples_per_epoch must be >= 1, got {script.examples_per_epoch}.")
+        return script.examples_per_epoch
+    known = getattr(stream, "num_examples", None)
+    if known:
+        return int(known)
+    if script.dataset_name is None:
+        return None
+    import datasets
+
+    splits = datasets.load_dataset_builder(script.dataset_name).info.splits or {}
+    size = getattr(splits.get(script.split), "num_examples", None)
+    return int(size) if size else None
+
+
+def apply_schedule(
+    script: ScriptArguments, args: IBQARTrainingArguments, num_examples: int | None
+) -> ARSchedule:
+    """Resolve the schedule (size preset, explicit flags win) for ``num_examples`` per pass and write it to ``args``.
+
+    Both modes call this: the codes path with the dataset's length, the on-the-fly path with
+    :func:`stream_pass_size`. Raises when a value is in epochs and the pass size is unknown.
+    """
+    explicit = script.explicit_options
+    world = max(args.world_size, 1)
+    batch = global_batch_size(args.per_device_train_batch_size, world, args.gradient_accumulation_steps)
+    schedule = resolve_ar_schedule(
+        script.model_size,
+        num_examples=num_examples,
+        global_batch=batch,
+        num_train_epochs=args.num_train_epochs if "num_train_epochs" in explicit else None,
+        warmup_epochs=script.warmup_epochs,
+        warmup_steps=args.warmup_steps if "warmup_steps" in explicit else None,
+        max_steps=args.max_steps if args.max_steps > 0 else None,
+        final_lr_ratio=args.final_lr_ratio,
+        final_weight_decay=args.final_weight_decay,
+        default_num_train_epochs=args.num_train_epochs,
+    )
+    args.max_steps, args.warmup_steps = schedule.max_steps, schedule.warmup_steps
+    args.final_lr_ratio, args.final_weight_decay = schedule.final_lr_ratio, schedule.final_weight_decay
+    if args.process_index == 0:
+        logger.warning(f"{schedule.describe()}; global batch {batch}")
+        if ar_training_preset(script.model_size) is not None and batch != REFERENCE_GLOBAL_BATCH_SIZE:
+            logger.warning(
+                f"Global batch {batch} (per device {args.per_device_train_batch_size} × {world} processes × "
+                f"accumulation {args.gradient_accumulation_steps}) differs from the reference "
+                f"{REFERENCE_GLOBAL_BATCH_SIZE} that lr {REFERENCE_LEARNING_RATE:g} and the preset's schedule "
+                f"were tuned for; lr is {args.learning_rate:g}. Reach {REFERENCE_GLOBAL_BATCH_SIZE} with "
+                "--gradient_accumulation_steps, or choose the lr for this batch (e.g. linear scaling: "
+                f"{REFERENCE_LEARNING_RATE * batch / REFERENCE_GLOBAL_BATCH_SIZE:.3g})."
+            )
+    return schedule
+
+
 def _train_on_the_fly(script: ScriptArguments, args: IBQARTrainingArguments, vqvae, push: bool, hub_id):
     """The reference's mode: images streamed, random-cropped and tokenized by the frozen tokenizer every step."""
     from ibq_hf.training.data import collate_images, load_image_dataset
@@ -114,14 +220,12 @@ def _train_on_the_fly(script: ScriptArguments, args: IBQARTrainingArguments, vqv
             f"--resolution {script.resolution} gives a {grid}×{grid} code grid with this tokenizer "
             f"(factor {vqvae.downsample_factor}), but --grid_size is {script.grid_size}."
         )
-    if args.max_steps <= 0:
-        raise ValueError("On-the-fly training streams the images: set --max_steps.")
-    world = max(args.world_size, 1)
+    # Not split by rank here: the trainer gives every process its own share of each global batch.
     stream = load_image_dataset(
         dataset_name=script.dataset_name, train_data_dir=script.images, split=script.split,
         resolution=script.resolution, train=True, seed=args.seed, shuffle_buffer_size=script.shuffle_buffer_size,
-        rank=args.process_index, world_size=world,
     )  # fmt: skip
+    apply_schedule(script, args, stream_pass_size(script, stream))  # pass size: flag, length or metadata
     names = stream.class_names
     num_classes = script.num_classes or (len(names) if names else None)
     if num_classes is None:
@@ -133,7 +237,7 @@ def _train_on_the_fly(script: ScriptArguments, args: IBQARTrainingArguments, vqv
     trainer = IBQARTrainer(
         model=model,
         args=args,
-        train_dataset=stream.dataset,
+        train_dataset=stream,
         data_collator=collate_images,
         frozen_tokenizer=vqvae,
     )
@@ -170,10 +274,18 @@ def _train_and_export(trainer: IBQARTrainer, args, vqvae, source: str | None, pu
     return trainer
 
 
+def parse_arguments(argv: list[str] | None = None) -> tuple[ScriptArguments, IBQARTrainingArguments]:
+    """The two argument dataclasses, with ``script.explicit_options`` = the options ``argv`` sets."""
+    parser = HfArgumentParser((ScriptArguments, IBQARTrainingArguments))
+    argv = sys.argv[1:] if argv is None else argv
+    script, args = parser.parse_args_into_dataclasses(args=argv)
+    script.explicit_options = _explicit_options(parser, argv)
+    return script, args
+
+
 def main(argv: list[str] | None = None) -> IBQARTrainer:
     """Parse flags, train, export; returns the trainer (for tests and notebooks)."""
-    parser = HfArgumentParser((ScriptArguments, IBQARTrainingArguments))
-    script, args = parser.parse_args_into_dataclasses(args=argv)
+    script, args = parse_arguments(argv)
     push, hub_id = args.push_to_hub, args.hub_model_id
     args.push_to_hub = False  # push once, after the export is complete on disk (no per-checkpoint pushes)
 
@@ -192,18 +304,17 @@ def main(argv: list[str] | None = None) -> IBQARTrainer:
     dataset = load_codes_dataset(script.codes_dataset, script.split)
     label_feature = dataset.features.get("label")
     names = getattr(label_feature, "names", None)
+    # Rows with N crops ([N, grid²], extract_codes.py --crops N): one crop per image and epoch, drawn by the trainer.
+    multi_crop = np.ndim(dataset[0]["input_ids"]) == 2
     vocab_size = script.vocab_size or (vqvae.config.num_embeddings if vqvae is not None else None)
     if vocab_size is None:
-        vocab_size = max(max(row) for row in dataset["input_ids"]) + 1
+        vocab_size = max(int(np.max(row)) for row in dataset["input_ids"]) + 1
     num_classes = script.num_classes or (len(names) if names else max(dataset["label"]) + 1)
     if vqvae is not None and vocab_size != vqvae.config.num_embeddings:
         raise ValueError(
             f"--vocab_size {vocab_size} differs from the tokenizer's {vqvae.config.num_embeddings}."
         )
-    if script.warmup_epochs is not None:
-        world = max(args.world_size, 1)
-        per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * world
-        args.warmup_steps = warmup_steps_from_epochs(script.warmup_epochs, math.ceil(len(dataset) / per_step))
+    apply_schedule(script, args, len(dataset))  # one pass = every image once (one crop each)
 
     set_seed(args.seed)
     id2label = dict(enumerate(names)) if names else None
@@ -211,7 +322,7 @@ def main(argv: list[str] | None = None) -> IBQARTrainer:
     trainer = IBQARTrainer(
         model=model,
         args=args,
-        train_dataset=dataset,
+        train_dataset=CodeCrops(dataset) if multi_crop else dataset,
         data_collator=ARCodesCollator(script.grid_size**2),
     )
     return _train_and_export(trainer, args, vqvae, script.codes_dataset, push, hub_id)

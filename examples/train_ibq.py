@@ -41,8 +41,18 @@ class ScriptArguments:
     train_data_dir: str | None = field(default=None, metadata={"help": "imagefolder directory."})
     data_files: list[str] | None = field(default=None, metadata={"help": "Parquet files."})
     split: str = field(default="train", metadata={"help": "Dataset split."})
-    streaming: bool = field(default=False, metadata={"help": "Stream instead of preparing the Arrow cache."})
-    shuffle_buffer_size: int = field(default=1000, metadata={"help": "0: stored order (exact resume)."})
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Parquet / Hub: stream instead of preparing the Arrow cache (an imagefolder is indexed)."
+        },
+    )
+    shuffle_buffer_size: int = field(
+        default=1000,
+        metadata={
+            "help": "Streamed sources: buffer mixing examples after the per-pass shard shuffle (0: none)."
+        },
+    )
     resolution: int = field(default=256, metadata={"help": "Training crop size."})
     hflip: bool = field(default=False, metadata={"help": "Random horizontal flips (reference: off)."})
     preset: str | None = field(
@@ -56,6 +66,13 @@ class ScriptArguments:
     embed_dim: int = field(default=256, metadata={"help": "Codebook dimension."})
     num_embeddings: int = field(default=16384, metadata={"help": "Codebook size."})
     dropout: float = field(default=0.0, metadata={"help": "Res-block dropout."})
+    no_entropy_loss: bool = field(
+        default=False, metadata={"help": "Quantizer without the entropy loss (ablation; the recipe uses it)."}
+    )
+    quantizer_type: str = field(
+        default="ibq",
+        metadata={"help": "'ibq' (the product) or 'vanilla' (VQGAN nearest-code baseline, for experiments)."},
+    )
     lpips_weights: str | None = field(default=None, metadata={"help": "Local torchvision vgg16 .pth file."})
     lpips_heads: str | None = field(default=None, metadata={"help": "Local LPIPS v0.1 vgg.pth heads file."})
     no_lpips: bool = field(default=False, metadata={"help": "Train without the LPIPS term."})
@@ -66,12 +83,16 @@ class ScriptArguments:
 
 def build_generator(script: ScriptArguments) -> IBQVQModel:
     if script.preset:
-        return IBQVQModel.from_preset(script.preset, resolution=script.resolution)
+        return IBQVQModel.from_preset(
+            script.preset, resolution=script.resolution, quantizer_type=script.quantizer_type,
+            use_entropy_loss=not (script.no_entropy_loss or script.quantizer_type == "vanilla"),
+        )  # fmt: skip
     return IBQVQModel(
         resolution=script.resolution, ch=script.ch, ch_mult=tuple(script.ch_mult),
         num_res_blocks=script.num_res_blocks, attn_resolutions=tuple(script.attn_resolutions),
         dropout=script.dropout, z_channels=script.z_channels, embed_dim=script.embed_dim,
-        num_embeddings=script.num_embeddings,
+        num_embeddings=script.num_embeddings, quantizer_type=script.quantizer_type,
+        use_entropy_loss=not (script.no_entropy_loss or script.quantizer_type == "vanilla"),
     )  # fmt: skip
 
 
@@ -82,7 +103,7 @@ def main(argv: list[str] | None = None) -> IBQTokenizerTrainer:
     push, hub_id = args.push_to_hub, args.hub_model_id
     args.push_to_hub = False  # push once, after the export is complete on disk
 
-    # Not split by rank here: Trainer / accelerate distribute the stream over the processes.
+    # Not split by rank here: the trainer gives every process its own share of each global batch.
     stream = load_image_dataset(
         dataset_name=script.dataset_name, dataset_config_name=script.dataset_config_name,
         train_data_dir=script.train_data_dir, data_files=script.data_files, split=script.split,
@@ -97,9 +118,7 @@ def main(argv: list[str] | None = None) -> IBQTokenizerTrainer:
         build_generator(script), args, lpips_weights=script.lpips_weights, lpips_heads=script.lpips_heads,
         no_lpips=script.no_lpips, lpips_random_backbone=script.lpips_random_backbone,
     )  # fmt: skip
-    trainer = IBQTokenizerTrainer(
-        model=gan, args=args, train_dataset=stream.dataset, data_collator=collate_images
-    )
+    trainer = IBQTokenizerTrainer(model=gan, args=args, train_dataset=stream, data_collator=collate_images)
     resume = args.resume_from_checkpoint
     trainer.train(resume_from_checkpoint=True if resume == "latest" else resume)
     # Parameters must agree; BatchNorm running stats and LeCam EMAs stay per rank, as in the reference (each rank

@@ -21,7 +21,8 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -46,7 +47,8 @@ import torch  # noqa: E402
 
 import ibq_hf  # noqa: E402
 from ibq_hf.evaluation.image_metrics import psnr_uint8  # noqa: E402
-from ibq_hf.pipeline import IBQPipeline, images_to_tensor, numpy_to_pil  # noqa: E402
+from ibq_hf.image_processing import images_to_tensor, numpy_to_pil, to_rgb  # noqa: E402
+from ibq_hf.pipeline import IBQPipeline  # noqa: E402
 from ibq_hf.quantizer import codebook_usage  # noqa: E402
 
 logger = logging.getLogger("ibq_hf.spaces")
@@ -60,6 +62,11 @@ BUNDLED_MODEL_DIRNAME = "ibq-digits"
 #: Image formats the Tokenize tab decodes (PIL format names); anything else is refused before decoding.
 ALLOWED_FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "BMP", "GIF", "TIFF")  # MPO: how PIL names many phone JPEGs
 MAX_SEED = 2**32 - 1
+#: Guidance below 1 is refused by the model (``logits = u + s·(c − u)``; 1 = no guidance), so no control offers it.
+MIN_GUIDANCE_SCALE = 1.0
+#: Lowest temperature and top-p the sliders offer; the API accepts any value in (0, max] (both must be > 0).
+SLIDER_MIN_TEMPERATURE = 0.05
+SLIDER_MIN_TOP_P = 0.01
 
 
 @dataclass(frozen=True)
@@ -168,9 +175,42 @@ def display_factor(side: int, display_size: int) -> int:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _fail(message: str) -> gr.Error:
-    """A message for the page (no traceback in the page or the server log: it is the user's input)."""
+class InvalidRequest(gr.Error):
+    """A request refused because of its input: a sentence on the page, one line in the server log.
+
+    Gradio prints the traceback of every ``gr.Error`` unless ``print_exception=False``; a refused input is not a
+    server fault, so :func:`rejections_logged` writes one ``WARNING`` line for it instead.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, print_exception=False)
+
+
+def _fail(message: str) -> InvalidRequest:
+    return InvalidRequest(message)
+
+
+def _server_fault(message: str) -> gr.Error:
+    """A sentence for the page after a server fault (its traceback is already in the log: not printed twice)."""
     return gr.Error(message, print_exception=False)
+
+
+def one_line(text: str) -> str:
+    """Collapse whitespace (newlines in wrapped library messages) so a log entry stays one line."""
+    return " ".join(str(text).split())
+
+
+@contextmanager
+def rejections_logged(endpoint: str) -> Iterator[None]:
+    """Log one line ``rejected /<endpoint> request: <message>`` per :class:`InvalidRequest`, then re-raise it.
+
+    Server faults are not rejections: they are logged with their traceback where they are caught.
+    """
+    try:
+        yield
+    except InvalidRequest as error:
+        logger.warning("rejected /%s request: %s", endpoint, one_line(error.message))
+        raise
 
 
 def _number(value: Any, name: str, low: float, high: float, *, low_open: bool = False) -> float:
@@ -234,7 +274,7 @@ def open_upload(
             raise _fail("The image is empty.")
         try:
             image.load()  # decode now, inside the guard
-            return PIL.ImageOps.exif_transpose(image).convert("RGB")
+            return to_rgb(PIL.ImageOps.exif_transpose(image))  # 16-bit PNGs scaled, not clipped white
         except (OSError, ValueError, SyntaxError, EOFError) as error:
             raise _fail(f"The image file is damaged or truncated and cannot be decoded ({error}).") from None
     finally:
@@ -245,6 +285,19 @@ def open_upload(
 # ---------------------------------------------------------------------------------------------------------------
 # Handlers
 # ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """The checked settings of one Generate request (what :meth:`IBQDemo.generate` samples with)."""
+
+    class_id: int
+    guidance_scale: float
+    temperature: float
+    top_k: int
+    top_p: float
+    seed: int
+    num_images: int
 
 
 @dataclass
@@ -343,6 +396,34 @@ class IBQDemo:
         name = self.id2label.get(class_id)
         return f"{class_id}: {name.split(',')[0]}" if name else str(class_id)
 
+    def parse_generation_request(
+        self,
+        class_label: Any,
+        guidance_scale: Any,
+        temperature: Any,
+        top_k: Any,
+        top_p: Any,
+        seed: Any,
+        num_images: Any,
+    ) -> GenerationRequest:
+        """The raw values of a Generate click or an API call → checked settings (else :class:`InvalidRequest`).
+
+        Every range contains its control's range, so anything the page offers is accepted; the API listing's
+        types (ids as int or string, names, numbers) are all parsed here, not by Gradio.
+        """
+        limits = self.limits
+        return GenerationRequest(
+            class_id=self.parse_class_label(class_label),
+            guidance_scale=_number(
+                guidance_scale, "Guidance scale", MIN_GUIDANCE_SCALE, limits.max_guidance_scale
+            ),
+            temperature=_number(temperature, "Temperature", 0.0, limits.max_temperature, low_open=True),
+            top_k=_integer(top_k, "Top-k", 0, self.vocab_size),
+            top_p=_number(top_p, "Top-p", 0.0, 1.0, low_open=True),
+            seed=_integer(seed, "Seed", 0, MAX_SEED),
+            num_images=_integer(num_images, "Number of images", 1, limits.max_images),
+        )
+
     def generate(
         self,
         class_label: Any,
@@ -360,25 +441,22 @@ class IBQDemo:
         images were asked for.
         """
         limits = self.limits
-        class_id = self.parse_class_label(class_label)
-        guidance = _number(guidance_scale, "Guidance scale", 0.0, limits.max_guidance_scale)
-        temp = _number(temperature, "Temperature", 0.0, limits.max_temperature, low_open=True)
-        k = _integer(top_k, "Top-k", 0, self.vocab_size)
-        p = _number(top_p, "Top-p", 0.0, 1.0, low_open=True)
-        first_seed = _integer(seed, "Seed", 0, MAX_SEED)
-        count = _integer(num_images, "Number of images", 1, limits.max_images)
+        request = self.parse_generation_request(
+            class_label, guidance_scale, temperature, top_k, top_p, seed, num_images
+        )
+        class_id = request.class_id
         if progress is not None:
             progress(0.0, desc="Sampling tokens")
-        seeds = [(first_seed + i) % (MAX_SEED + 1) for i in range(count)]
+        seeds = [(request.seed + i) % (MAX_SEED + 1) for i in range(request.num_images)]
         generators = [torch.Generator().manual_seed(s) for s in seeds]
         try:
             images = self.pipe(
                 class_labels=[class_id],
-                guidance_scale=guidance,
-                temperature=temp,
-                top_k=k,
-                top_p=p,
-                num_images_per_prompt=count,
+                guidance_scale=request.guidance_scale,
+                temperature=request.temperature,
+                top_k=request.top_k,
+                top_p=request.top_p,
+                num_images_per_prompt=request.num_images,
                 generator=generators,
                 output_type="pil",
             ).images
@@ -386,7 +464,7 @@ class IBQDemo:
             raise _fail(f"Generation failed: {error}") from None
         except Exception as error:  # logged with its traceback on the server, a sentence on the page
             logger.exception("generation failed")
-            raise _fail(f"Generation failed ({type(error).__name__}); see the server log.") from None
+            raise _server_fault(f"Generation failed ({type(error).__name__}); see the server log.") from None
         factor = display_factor(self.image_size, limits.display_size)
         name = self.label_name(class_id)
         return [
@@ -405,7 +483,8 @@ class IBQDemo:
         if progress is not None:
             progress(0.0, desc="Tokenizing")
         try:
-            # The pipeline's helper: shorter side → resolution (bicubic, antialiased), centre crop, [-1, 1].
+            # The IBQ reference protocol (bilinear, no antialias; only the kept crop is computed, so a thin
+            # upload costs what a square one does), centre crop, [-1, 1]: the pixels `ibq-hf evaluate` sees.
             pixels = images_to_tensor(image, resolution=self.tokenizer_resolution)
             input01 = (pixels + 1.0) / 2.0
             output = self.pipe.reconstruct(input01, output_type="np")
@@ -413,7 +492,9 @@ class IBQDemo:
             raise _fail(f"Reconstruction failed: {error}") from None
         except Exception as error:
             logger.exception("reconstruction failed")
-            raise _fail(f"Reconstruction failed ({type(error).__name__}); see the server log.") from None
+            raise _server_fault(
+                f"Reconstruction failed ({type(error).__name__}); see the server log."
+            ) from None
         source = input01[0].permute(1, 2, 0).numpy()
         recon = np.asarray(output.images[0])
         indices = output.indices[0]
@@ -453,6 +534,65 @@ CSS = """
 #gallery img, #tok-input img, #tok-recon img, #tok-map img { image-rendering: pixelated; }
 """
 
+GENERATE_API_DESCRIPTION = (
+    "Sample num_images images of one class; image i uses seed + i, so an image depends only on its class, seed "
+    "and settings. Invalid values are refused with a sentence that names the value and the valid range."
+)
+
+
+class ClassPicker(gr.Dropdown):
+    """The class dropdown, listed in the API as what :meth:`IBQDemo.parse_class_label` accepts.
+
+    A plain dropdown is listed as ``Literal['0', …, '9']`` (Gradio quotes every choice, int ones too) while its
+    preprocessing refuses anything but the choices' exact values: ``'7'`` for the int 7, and every name. Here
+    the listing is ``int | str`` with a description, and the Generate event runs with ``preprocess=False`` so
+    the handler parses ids (int or string), names and the dropdown's ``"id: name"`` text itself.
+    """
+
+    is_template = True  # drawn by Gradio's own dropdown front end (as gr.TextArea is by the textbox)
+
+    def api_info(self) -> dict[str, Any]:
+        ids = [value for _, value in self.choices]
+        low, high = min(ids), max(ids)
+        text = f"class id {low} to {high}, as an int (e.g. {high}) or a string (e.g. '{high}')"
+        named = [(label, value) for label, value in self.choices if label != str(value)]
+        if named:
+            label, value = named[-1]
+            name = label.split(": ", 1)[-1].split(",")[0]
+            text += f"; or a class name (e.g. '{name}'), or the dropdown's 'id: name' text (e.g. '{value}: {name}')"
+        return {
+            "anyOf": [{"type": "integer", "minimum": low, "maximum": high}, {"type": "string"}],
+            "additional_description": text,
+        }
+
+
+def _range_note(component: gr.Slider | gr.Number) -> str:
+    """``"a whole number from 0 to 4294967295"``: the range line of a control's API listing."""
+
+    def bound(x: float) -> str:
+        return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+    kind = "a whole number" if component.precision == 0 else "a number"
+    return f"{kind} from {bound(component.minimum)} to {bound(component.maximum)}"
+
+
+class RangedSlider(gr.Slider):
+    """A slider whose API listing states its range (``view_api`` shows only this description, not the type's)."""
+
+    is_template = True  # drawn by Gradio's own slider front end
+
+    def api_info(self) -> dict[str, Any]:
+        return {**super().api_info(), "additional_description": _range_note(self)}
+
+
+class RangedNumber(gr.Number):
+    """A number box whose API listing states its range."""
+
+    is_template = True  # drawn by Gradio's own number front end
+
+    def api_info(self) -> dict[str, Any]:
+        return {**super().api_info(), "additional_description": _range_note(self)}
+
 
 def create_demo(
     model: str | None = None,
@@ -469,8 +609,19 @@ def create_demo(
     if pipe is None:
         pipe = load_pipeline(source)
     demo_logic = IBQDemo(pipe, limits, source=source)
-    defaults = demo_logic.generation_defaults()
     choices = demo_logic.label_choices()
+    # The controls' ranges are the handler's (see `IBQDemo.parse_generation_request`), so every value the page
+    # offers is accepted; a model's defaults outside them (e.g. guidance 0.5) are clamped into range.
+    ranges = {
+        "guidance_scale": (MIN_GUIDANCE_SCALE, limits.max_guidance_scale),
+        "temperature": (SLIDER_MIN_TEMPERATURE, limits.max_temperature),
+        "top_k": (0, demo_logic.vocab_size),
+        "top_p": (SLIDER_MIN_TOP_P, 1.0),
+    }
+    defaults = {
+        name: min(max(value, ranges[name][0]), ranges[name][1])
+        for name, value in demo_logic.generation_defaults().items()
+    }
 
     def on_generate(
         class_label: Any,
@@ -482,15 +633,17 @@ def create_demo(
         num_images: Any,
         progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008  (Gradio's injection idiom)
     ) -> list[tuple[PIL.Image.Image, str]]:
-        return demo_logic.generate(
-            class_label, guidance_scale, temperature, top_k, top_p, seed, num_images, progress
-        )
+        with rejections_logged("generate"):
+            return demo_logic.generate(
+                class_label, guidance_scale, temperature, top_k, top_p, seed, num_images, progress
+            )
 
     def on_tokenize(
         upload: str | None,
         progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-        result = demo_logic.tokenize(upload, progress)
+        with rejections_logged("tokenize"):
+            result = demo_logic.tokenize(upload, progress)
         return result.input_image, result.reconstruction, result.index_map, result.summary()
 
     with gr.Blocks(title="IBQ: Index Backpropagation Quantization", analytics_enabled=False) as demo:
@@ -502,48 +655,53 @@ def create_demo(
         )
         with gr.Tab("Generate", id="tab-generate"), gr.Row():
             with gr.Column(scale=1):
-                class_label = gr.Dropdown(
+                class_label = ClassPicker(
                     choices=choices,
                     value=choices[0][1],
                     label="Class",
                     info="Type to search the model's class names.",
                     elem_id="class-label",
                 )
-                guidance = gr.Slider(
-                    0.0,
-                    limits.max_guidance_scale,
+                guidance = RangedSlider(
+                    *ranges["guidance_scale"],
                     value=defaults["guidance_scale"],
                     step=0.1,
                     label="Guidance scale",
                     info="Classifier-free guidance; 1 = off.",
                     elem_id="guidance",
                 )
-                temperature = gr.Slider(
-                    0.05,
-                    limits.max_temperature,
+                temperature = RangedSlider(
+                    *ranges["temperature"],
                     value=defaults["temperature"],
                     step=0.05,
                     label="Temperature",
                     elem_id="temperature",
                 )
-                top_k = gr.Slider(
-                    0,
-                    demo_logic.vocab_size,
+                top_k = RangedSlider(
+                    *ranges["top_k"],
                     value=defaults["top_k"],
                     step=1,
+                    precision=0,
                     label="Top-k (0 = off)",
                     elem_id="top-k",
                 )
-                top_p = gr.Slider(
-                    0.01, 1.0, value=defaults["top_p"], step=0.01, label="Top-p (1 = off)", elem_id="top-p"
+                top_p = RangedSlider(
+                    *ranges["top_p"],
+                    value=defaults["top_p"],
+                    step=0.01,
+                    label="Top-p (1 = off)",
+                    elem_id="top-p",
                 )
                 with gr.Row():
-                    seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
-                    num_images = gr.Slider(
+                    seed = RangedNumber(
+                        value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed", elem_id="seed"
+                    )
+                    num_images = RangedSlider(
                         1,
                         limits.max_images,
                         value=min(4, limits.max_images),
                         step=1,
+                        precision=0,
                         label="Number of images",
                         elem_id="num-images",
                     )
@@ -588,6 +746,10 @@ def create_demo(
             inputs=[class_label, guidance, temperature, top_k, top_p, seed, num_images],
             outputs=gallery,
             api_name="generate",
+            api_description=GENERATE_API_DESCRIPTION,
+            # Raw values reach the handler, which parses and checks them all (one log line per refusal):
+            # Gradio's own checks would refuse '7' for the int 7 and print a traceback per refused value.
+            preprocess=False,
         )
         tokenize_button.click(
             on_tokenize,

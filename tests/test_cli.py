@@ -164,3 +164,62 @@ def test_every_command_has_help(command, expected, capsys):
     with pytest.raises(SystemExit) as info:
         main([*command, "--help"])
     assert info.value.code == 0 and expected in capsys.readouterr().out
+
+
+# ---- hostile inputs (issue 11, items 12 and 16) -----------------------------------------------------------------
+
+
+def png_header(path: Path, width: int, height: int) -> Path:
+    """A tiny PNG file whose header declares ``width × height`` pixels (a decompression bomb: a few hundred bytes
+    that would decode to gigabytes)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1024)) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+    return path
+
+
+@pytest.mark.parametrize("size", [(100_000, 100_000), (10_000, 10_000)], ids=["over-2x-limit", "over-limit"])
+def test_reconstruct_decompression_bomb_is_one_sentence(model_dir, tmp_path, capsys, size):
+    """PIL raises DecompressionBombError (not an OSError) above twice its pixel limit and only warns below: both
+    used to end in a traceback or a multi-GB decode; now one line and exit code 2, before the model loads."""
+    bomb = png_header(tmp_path / "bomb.png", *size)
+    assert bomb.stat().st_size < 200
+    args = ["reconstruct", "--model", str(model_dir), str(bomb), "--output", str(tmp_path / "r.png")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ibq-hf: error: ") and "bomb.png" in err and "decompression bomb" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "r.png").exists()
+
+
+@pytest.mark.parametrize("option", ["--guidance-scale", "--temperature", "--top-p"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_generate_refuses_non_finite_settings(model_dir, tmp_path, capsys, option, value):
+    """argparse's float() accepts "nan" and "inf"; NaN guidance used to mean no guidance, inf one token."""
+    out = str(tmp_path / "g.png")
+    args = ["generate", "--model", str(model_dir), "--class", "1", "--output", out, f"{option}={value}"]
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}: must be a finite number, got '{value}'" in err and "Traceback" not in err
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_evaluate_sample_refuses_non_finite_settings(model_dir, tmp_path, capsys):
+    args = ["evaluate", "sample", "--model", str(model_dir), "--output", str(tmp_path / "s.npz")]
+    for option in ("--guidance-scale", "--temperature", "--top-p"):
+        with pytest.raises(SystemExit) as info:
+            main([*args, option, "nan"])
+        assert info.value.code == 2 and "must be a finite number" in capsys.readouterr().err

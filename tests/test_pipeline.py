@@ -293,6 +293,79 @@ def test_save_load_round_trip(pipe, saved):
     np.testing.assert_array_equal(loaded([3, 8], generator=gens(0, 1), output_type="np").images, expected)
 
 
+def _copy_of(saved: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    target = tmp_path / "copy"
+    shutil.copytree(saved, target)
+    return target
+
+
+def _edit_json(path: Path, edit) -> None:
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+def test_loading_is_strict_for_every_component(saved, tmp_path):
+    """Issue 11, item 11: a pipeline whose transformer misses a weight (or whose configs miss a field the weights
+    need) raises naming it, instead of loading random weights or default sizes and sampling garbage."""
+    from safetensors.torch import load_file, save_file
+
+    from ibq_hf.errors import CheckpointKeyError
+
+    folder = _copy_of(saved, tmp_path)
+    weights = folder / "transformer" / "model.safetensors"
+    state = load_file(weights)
+    state.pop("blocks.0.feed_forward.w2.weight")
+    save_file(state, weights, metadata={"format": "pt"})
+    with pytest.raises(CheckpointKeyError, match=r"Missing keys \(1\): blocks\.0\.feed_forward\.w2\.weight"):
+        IBQPipeline.from_pretrained(folder)
+
+    folder = _copy_of(saved, tmp_path / "b")
+    _edit_json(folder / "transformer" / "config.json", lambda c: c.pop("grid_size"))
+    with pytest.raises(ValueError, match=r"lacks \['grid_size'\]"):
+        IBQPipeline.from_pretrained(folder)
+
+    folder = _copy_of(saved, tmp_path / "c")
+    _edit_json(folder / "vqvae" / "config.json", lambda c: c.pop("num_embeddings"))
+    with pytest.raises(ValueError, match=r"lacks \['num_embeddings'\]"):
+        IBQPipeline.from_pretrained(folder)
+
+    folder = _copy_of(saved, tmp_path / "d")
+    weights = folder / "vqvae" / "diffusion_pytorch_model.safetensors"
+    state = load_file(weights)
+    state["decoder.extra.weight"] = torch.zeros(1)
+    save_file(state, weights)
+    with pytest.raises(CheckpointKeyError, match=r"decoder\.extra\.weight"):
+        IBQPipeline.from_pretrained(folder)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"guidance_scale": float("nan")}, {"guidance_scale": float("inf")}, {"temperature": float("nan")},
+     {"top_p": float("nan")}, {"generation_kwargs": {"guidance_cutoff": float("inf")}}],
+    ids=["cfg-nan", "cfg-inf", "temperature-nan", "top_p-nan", "cutoff-inf"],
+)  # fmt: skip
+def test_non_finite_sampling_settings_are_rejected(pipe, settings):
+    """Issue 11, item 12: NaN guidance used to mean "no guidance", inf guidance or NaN temperature one token."""
+    with pytest.raises(ValueError, match="must be a finite number"):
+        pipe(class_labels=[1], generator=gens(0), **settings)
+
+
+def test_reconstruct_refuses_non_finite_pixels(pipe):
+    """One NaN pixel used to give all-zero token ids and a normal-looking reconstruction (the image conversion
+    refuses it; IBQVQModel.tokenize would too)."""
+    image = torch.rand(3, 16, 16)
+    image[0, 5, 5] = float("nan")
+    with pytest.raises(ValueError, match=r"NaN or inf|non-finite"):
+        pipe.reconstruct(image)
+    array = np.random.default_rng(0).random((16, 16, 3), dtype=np.float32)
+    array[2, 3, 1] = np.inf
+    with pytest.raises(ValueError, match=r"NaN or inf|non-finite"):
+        pipe.reconstruct(array)
+
+
 def test_loading_a_hub_repo_from_the_local_cache(pipe, saved, tmp_path):
     commit = "0123456789abcdef0123456789abcdef01234567"
     repo = tmp_path / "models--someone--ibq-tiny"
@@ -486,3 +559,42 @@ def test_reconstruct_resizes_and_crops():
 def test_reconstruct_errors(pipe, images, kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         pipe.reconstruct(images, **kwargs)
+
+
+def test_reconstruct_uses_the_evaluation_protocol(pipe):
+    """`reconstruct(resolution=R)` tokenizes exactly the pixels `ibq-hf evaluate tokenizer` measures (reference
+    protocol: bilinear without antialias, centre crop), no longer a bicubic antialiased resize."""
+    from ibq_hf.training.data import image_transform
+
+    rng = np.random.default_rng(2)
+    for shape in [(20, 30, 3), (64, 40, 3), (33, 33, 3)]:
+        image = PIL.Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8))
+        expected = pipe.vqvae.tokenize(image_transform(16, train=False)(image)[None])
+        assert torch.equal(pipe.reconstruct(image, resolution=16).indices, expected)
+    # A picture where the two resizes differ: bicubic + antialias rings around a step edge, bilinear does not.
+    row = np.array([0] * 16 + [255] * 16, dtype=np.uint8)
+    step = PIL.Image.fromarray(np.stack([np.tile(row, (32, 1))] * 3, axis=-1))
+    pixels = images_to_tensor(step, resolution=16)
+    assert pixels.min() == -1.0 and pixels.max() == 1.0
+    assert set(((pixels + 1) * 127.5).round().unique().tolist()) == {0.0, 255.0}
+    pretrain = pipe.reconstruct(step, resolution=16, protocol="pretrain", output_type="pt")
+    assert pretrain.images.shape == (1, 3, 16, 16)
+
+
+def test_reconstruct_reads_16_bit_pngs(pipe):
+    """A 16-bit greyscale PNG is scaled to 8 bits (it came out white before)."""
+    values = (np.arange(16 * 16).reshape(16, 16) * 257).astype(np.uint16)
+    buffer = io.BytesIO()
+    PIL.Image.fromarray(values).save(buffer, format="PNG")
+    sixteen = PIL.Image.open(io.BytesIO(buffer.getvalue()))
+    assert sixteen.mode == "I;16"
+    eight = PIL.Image.fromarray(np.rint(values / 257).astype(np.uint8)).convert("RGB")
+    assert torch.equal(images_to_tensor(sixteen), images_to_tensor(eight))
+    assert torch.equal(pipe.reconstruct(sixteen).indices, pipe.reconstruct(eight).indices)
+
+
+def test_reconstruct_refuses_absurd_aspect_ratios(pipe):
+    from ibq_hf.errors import ImageSizeError
+
+    with pytest.raises(ImageSizeError, match=r"aspect ratio of 2000:1, above the limit of 100:1"):
+        pipe.reconstruct(np.zeros((1, 2000, 3), np.uint8), resolution=16)

@@ -256,21 +256,19 @@ def codebook_plot(pipe: IBQPipeline, digits: np.ndarray, out: Path) -> dict[str,
 
 def ar_schedule_plot(out: Path) -> None:
     """The reference AR learning-rate and weight-decay schedules, from the library's own functions."""
-    from ibq_hf.training.ar_schedule import var_lr_lambda, var_weight_decay
+    from ibq_hf.training.ar_schedule import (
+        AR_TRAINING_PRESETS,
+        resolve_ar_schedule,
+        var_lr_lambda,
+        var_weight_decay,
+    )
 
-    steps_per_epoch = 1669  # ImageNet at global batch 768 (reference §4.7)
-    # size: (epochs, warm-up epochs `wp`, final lr ratio `wpe`, final weight decay `twde`), reference §4.1
-    sizes = {
-        "B": (300, 6, 0.1, 0.0),
-        "L": (350, 7, 0.1, 0.0),
-        "XL": (400, 8, 0.01, 0.0),
-        "XXL": (450, 9, 0.01, 0.08),
-    }
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
-    for name, (epochs, warmup_epochs, final_ratio, final_wd) in sizes.items():
-        total = epochs * steps_per_epoch
+    for name in AR_TRAINING_PRESETS:  # reference §4.1, ImageNet at global batch 768 (1,669 steps per epoch)
+        schedule = resolve_ar_schedule(name, num_examples=1_281_166, global_batch=768)
+        total, final_wd = schedule.max_steps, schedule.final_weight_decay
         steps = np.linspace(0, total - 1, 1200).round().astype(int)
-        factor = var_lr_lambda(warmup_epochs * steps_per_epoch, total, final_ratio)
+        factor = var_lr_lambda(schedule.warmup_steps, total, schedule.final_lr_ratio)
         left.plot(steps / 1000, [3 * factor(int(i)) for i in steps], label=name, linewidth=1.4)
         right.plot(steps / 1000, [var_weight_decay(int(i), total, 0.05, final_wd) for i in steps], label=name)
     left.set_ylabel("learning rate (×1e-4)")

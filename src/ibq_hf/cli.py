@@ -3,7 +3,8 @@
 Commands: ``convert {tokenizer,ar,pipeline}``, ``generate`` (class-conditional samples as an image grid),
 ``reconstruct`` (tokenize + decode pictures) and ``evaluate {tokenizer,sample,generation}`` (metrics with the
 paper's protocol, docs/evaluation.md). Errors caused by the user's input (bad paths, mismatched checkpoints,
-unknown class names, bad arguments) are printed as ``ibq-hf: error: ...`` with exit status 2,
+a malformed ``--config`` YAML, a non-empty ``--output`` folder, NaN/inf settings, unreadable or oversized
+pictures, unknown class names, bad arguments) are printed as ``ibq-hf: error: ...`` with exit status 2,
 never as a traceback.
 """
 
@@ -31,6 +32,7 @@ def _convert_tokenizer(args: argparse.Namespace) -> None:
         config_path=args.config,
         use_ema=False if args.no_ema else (True if args.ema else None),
         resolution=args.resolution,
+        overwrite=args.overwrite,
     )
     n_params = sum(p.numel() for p in model.parameters())
     print(f"Saved IBQVQModel ({model.config.num_embeddings} codes, {n_params:,} parameters) to {args.output}")
@@ -39,7 +41,9 @@ def _convert_tokenizer(args: argparse.Namespace) -> None:
 def _convert_ar(args: argparse.Namespace) -> None:
     from .conversion.ar import convert_ar_checkpoint
 
-    model = convert_ar_checkpoint(args.checkpoint, args.output, config_path=args.config)
+    model = convert_ar_checkpoint(
+        args.checkpoint, args.output, config_path=args.config, overwrite=args.overwrite
+    )
     n_params = sum(p.numel() for p in model.parameters())
     print(f"Saved IBQARForImageGeneration ({n_params:,} parameters) to {args.output}")
 
@@ -48,7 +52,11 @@ def _convert_pipeline(args: argparse.Namespace) -> None:
     from .conversion.pipeline import convert_pipeline_checkpoint
 
     pipe = convert_pipeline_checkpoint(
-        args.checkpoint, args.output, config_path=args.config, resolution=args.resolution
+        args.checkpoint,
+        args.output,
+        config_path=args.config,
+        resolution=args.resolution,
+        overwrite=args.overwrite,
     )
     n_params = sum(p.numel() for p in pipe.transformer.parameters())
     print(
@@ -183,22 +191,21 @@ def _load_tokenizer(model: str, revision: str | None, local_files_only: bool, dt
 
 
 def _reconstruct(args: argparse.Namespace) -> None:
-    import PIL.Image
     import torch
     from diffusers.utils import make_image_grid
 
+    from .image_processing import open_image, to_rgb
     from .pipeline import images_to_tensor, numpy_to_pil, reconstruct
 
     output = _check_image_path(args.output)
+    # Pictures first: a missing, corrupt or oversized file (decompression bomb: ImageSizeError) fails before the
+    # model is loaded.
+    pictures = [to_rgb(open_image(name)) for name in args.images]
     device, dtype = _torch_setup(args)
     with _loading_bars(args.verbose), _naming_the_model(args.model):
         vqvae = _load_tokenizer(args.model, args.revision, args.local_files_only, dtype).to(device)
     resolution = vqvae.config.resolution if args.resolution is None else args.resolution
     resolution = None if resolution == 0 else resolution
-    pictures = []
-    for name in args.images:
-        with PIL.Image.open(name) as image:
-            pictures.append(image.convert("RGB"))
     result = reconstruct(vqvae, pictures, resolution=resolution, output_type="pt")
     originals = (images_to_tensor(pictures, resolution) + 1) / 2
     recons = result.images.float().cpu()
@@ -223,6 +230,14 @@ def _reconstruct(args: argparse.Namespace) -> None:
     print(f"Saved {'originals (top) and ' if args.side_by_side else ''}reconstructions to {path}")
 
 
+def _add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a non-empty --output folder (all its files are deleted); without it such a folder is refused",
+    )
+
+
 def _add_loading_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--model", required=True, help=f"{what}: a local folder or a Hub repo id")
     parser.add_argument("--revision", default=None, help="Hub branch, tag or commit (default: main)")
@@ -236,6 +251,8 @@ def _add_loading_arguments(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .evaluation.commands import finite_float
+
     parser = argparse.ArgumentParser(
         prog="ibq-hf",
         description="IBQ (Index Backpropagation Quantization) tokenizer and AR image generation, Hugging Face-native.",
@@ -269,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument(
         "--resolution", type=int, default=256, help="training resolution, to place attention (default 256)"
     )
+    _add_overwrite_argument(tok)
     tok.set_defaults(func=_convert_tokenizer)
 
     ar = kinds.add_parser(
@@ -279,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     ar.add_argument("--checkpoint", required=True, help="original AR .ckpt file")
     ar.add_argument("--output", required=True, help="output folder (loadable with IBQARForImageGeneration)")
     ar.add_argument("--config", default=None, help="original YAML config (transformer_config.params)")
+    _add_overwrite_argument(ar)
     ar.set_defaults(func=_convert_ar)
 
     pipe = kinds.add_parser(
@@ -303,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=256,
         help="tokenizer training resolution, to place attention (default 256)",
     )
+    _add_overwrite_argument(pipe)
     pipe.set_defaults(func=_convert_pipeline)
 
     gen = commands.add_parser(
@@ -328,10 +348,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--num-images", type=int, default=1, help="images per class (default 1)")
     gen.add_argument("--seed", type=int, default=0, help="seed of the first image (default 0)")
     gen.add_argument("--output", required=True, help="image file for the grid (.png, .jpg, ...)")
-    gen.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance (1 = off)")
-    gen.add_argument("--temperature", type=float, default=None, help="sampling temperature")
+    gen.add_argument(
+        "--guidance-scale", type=finite_float, default=None, help="classifier-free guidance (1 = off)"
+    )
+    gen.add_argument("--temperature", type=finite_float, default=None, help="sampling temperature")
     gen.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens (0 = off)")
-    gen.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (1.0 = off)")
+    gen.add_argument("--top-p", type=finite_float, default=None, help="nucleus sampling mass (1.0 = off)")
     gen.add_argument("--greedy", action="store_true", help="take the most likely token at every step")
     gen.add_argument(
         "--cpu-offload", action="store_true", help="keep only the running model on the GPU (less memory)"

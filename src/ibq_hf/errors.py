@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["CheckpointKeyError"]
+__all__ = [
+    "CheckpointKeyError",
+    "ImageDecodeError",
+    "ImageInputError",
+    "ImageSizeError",
+    "UnreadableImagesError",
+]
 
 
 class CheckpointKeyError(ValueError):
@@ -41,3 +47,25 @@ def _abbreviate(items: list[str], limit: int = 20) -> str:
     if len(items) <= limit:
         return ", ".join(items)
     return ", ".join(items[:limit]) + f", ... (+{len(items) - limit} more)"
+
+
+class UnreadableImagesError(ValueError):
+    """Every image of a training batch failed to decode: the data source is unreadable or badly damaged.
+
+    Single broken files are skipped and counted (``DataStats``); this is raised when nothing is left to train on.
+    """
+
+
+class ImageInputError(ValueError):
+    """A picture given as input cannot be used; the message names the file, the problem and the fix.
+
+    Base of :class:`ImageSizeError` and :class:`ImageDecodeError` (``ibq_hf.image_processing``).
+    """
+
+
+class ImageSizeError(ImageInputError):
+    """A picture has too many pixels (a possible decompression bomb) or an absurd aspect ratio."""
+
+
+class ImageDecodeError(ImageInputError):
+    """A file is not an image, or is truncated/corrupt."""

@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 import PIL.Image
 import torch
-import torch.nn.functional as F
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
 from diffusers.utils import BaseOutput
 from huggingface_hub import HfApi
 
 from .hub_utils import write_model_card
+from .image_processing import ImageInput, images_to_tensor, numpy_to_pil, postprocess_images
 from .imagenet_labels import IMAGENET_NUM_CLASSES, imagenet_id2label
 from .models.ar_model import IBQARForImageGeneration
 from .models.vq_model import IBQVQModel
@@ -54,9 +54,6 @@ _PICKLE_PATTERNS = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl"]
 _DEFAULT_LABEL = re.compile(r"^LABEL_\d+$")
 
 ClassLabels = int | str | Sequence[int | str] | torch.Tensor | np.ndarray
-ImageInput = (
-    PIL.Image.Image | np.ndarray | torch.Tensor | Sequence[PIL.Image.Image | np.ndarray | torch.Tensor]
-)
 
 
 @dataclass
@@ -98,113 +95,6 @@ def _compute_dtype(vqvae: IBQVQModel) -> torch.dtype:
     return vqvae.encoder.conv_in.weight.dtype
 
 
-def postprocess_images(
-    pixels: torch.Tensor, output_type: str
-) -> list[PIL.Image.Image] | np.ndarray | torch.Tensor:
-    """Decoder output [B, 3, H, W] (≈[-1, 1]) → images: clamp to [-1, 1], map to [0, 1]; PIL rounds 255·x.
-
-    ``"np"`` gives float32 [B, H, W, 3], ``"pt"`` float32 [B, 3, H, W] (on the decoder's device); for PIL,
-    ``np.round(np_images * 255)`` are exactly its pixels.
-    """
-    images = (pixels.float().clamp(-1.0, 1.0) + 1.0) / 2.0
-    if output_type == "pt":
-        return images
-    array = images.permute(0, 2, 3, 1).cpu().numpy()
-    if output_type == "np":
-        return array
-    if output_type == "pil":
-        return numpy_to_pil(array)
-    raise ValueError(f"output_type must be one of {OUTPUT_TYPES[:3]} here, got {output_type!r}.")
-
-
-def numpy_to_pil(images: np.ndarray) -> list[PIL.Image.Image]:
-    """Float images [B, H, W, 3] in [0, 1] → RGB PIL images, uint8 by rounding ``255·x`` (not truncating)."""
-    uint8 = np.round(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
-    return [PIL.Image.fromarray(image) for image in uint8]
-
-
-def _image_to_chw01(image: Any, where: str) -> list[torch.Tensor]:
-    """One image (or one batch) → list of float32 [3, H, W] tensors in [0, 1]."""
-    if isinstance(image, PIL.Image.Image):
-        array = np.asarray(image.convert("RGB"))
-        return [torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0]
-    if isinstance(image, np.ndarray):
-        if image.ndim not in (3, 4) or image.shape[-1] != 3:
-            raise ValueError(
-                f"{where}: a numpy image must be [H, W, 3] or [B, H, W, 3] (channels last, RGB); got shape "
-                f"{image.shape}. Convert grayscale/RGBA pictures to RGB first."
-            )
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).movedim(-1, -3)
-    elif isinstance(image, torch.Tensor):
-        if image.ndim not in (3, 4) or image.shape[-3] != 3:
-            raise ValueError(
-                f"{where}: an image tensor must be [3, H, W] or [B, 3, H, W] (channels first, RGB); got shape "
-                f"{tuple(image.shape)}."
-            )
-        tensor = image.detach().cpu()
-    else:
-        raise TypeError(
-            f"{where}: expected a PIL image, a numpy array or a torch tensor, got {type(image).__name__}."
-        )
-    if tensor.dtype == torch.uint8:
-        tensor = tensor.float() / 255.0
-    elif tensor.is_floating_point():
-        tensor = tensor.float()
-        if tensor.numel():
-            lo, hi = float(tensor.min()), float(tensor.max())
-            if lo < -1e-3 or hi > 1.0 + 1e-3:
-                raise ValueError(
-                    f"{where}: float images must lie in [0, 1] (the pipeline's image convention), got values in "
-                    f"[{lo:.3g}, {hi:.3g}]. Map [-1, 1] tensors with (x + 1) / 2 and [0, 255] ones with x / 255, "
-                    "or pass uint8."
-                )
-            tensor = tensor.clamp(0.0, 1.0)
-    else:
-        raise ValueError(f"{where}: images must be uint8 or floating point, got dtype {tensor.dtype}.")
-    return list(tensor) if tensor.ndim == 4 else [tensor]
-
-
-def _resize_center_crop(image: torch.Tensor, resolution: int) -> torch.Tensor:
-    """[3, H, W] → [3, resolution, resolution]: shorter side to ``resolution`` (bicubic, antialiased), centre crop."""
-    h, w = image.shape[-2:]
-    if (h, w) != (resolution, resolution):
-        scale = resolution / min(h, w)
-        size = (max(resolution, round(h * scale)), max(resolution, round(w * scale)))
-        if size != (h, w):
-            image = F.interpolate(
-                image[None], size=size, mode="bicubic", antialias=True, align_corners=False
-            )[0]
-        top, left = (image.shape[-2] - resolution) // 2, (image.shape[-1] - resolution) // 2
-        image = image[:, top : top + resolution, left : left + resolution]
-    return image.clamp(0.0, 1.0)
-
-
-def images_to_tensor(images: ImageInput, resolution: int | None = None) -> torch.Tensor:
-    """PIL images, numpy arrays or tensors → float32 pixels [B, 3, H, W] in [-1, 1] (the tokenizer's input).
-
-    Accepted: PIL images (converted to RGB); uint8 arrays/tensors in [0, 255]; float ones in [0, 1]. numpy is
-    channels last ([H, W, 3] / [B, H, W, 3]), torch channels first ([3, H, W] / [B, 3, H, W]); a list may mix them.
-    ``resolution`` resizes the shorter side to it and centre-crops a square (the IBQ evaluation protocol);
-    ``None`` keeps the sizes, which must then agree.
-    """
-    if resolution is not None and (not isinstance(resolution, int) or resolution <= 0):
-        raise ValueError(f"resolution must be a positive int or None, got {resolution!r}.")
-    items = list(images) if isinstance(images, (list, tuple)) else [images]
-    if not items:
-        raise ValueError("images is empty: pass at least one image.")
-    tensors: list[torch.Tensor] = []
-    for i, item in enumerate(items):
-        tensors += _image_to_chw01(item, where=f"images[{i}]" if len(items) > 1 else "images")
-    if resolution is not None:
-        tensors = [_resize_center_crop(t, resolution) for t in tensors]
-    sizes = sorted({tuple(t.shape[-2:]) for t in tensors})
-    if len(sizes) > 1:
-        raise ValueError(
-            f"Images have different sizes {sizes}; pass resolution=N to resize and centre-crop them all to N×N."
-        )
-    return torch.stack(tensors) * 2.0 - 1.0
-
-
 @torch.no_grad()
 def reconstruct(
     vqvae: IBQVQModel,
@@ -212,14 +102,19 @@ def reconstruct(
     resolution: int | None = None,
     output_type: str = "pil",
     return_dict: bool = True,
+    protocol: str = "reference",
 ) -> IBQReconstructionOutput | tuple:
     """Tokenize and decode images with ``vqvae`` alone (no AR model): reconstructions + code indices.
 
     Args:
         vqvae: the tokenizer.
-        images: see :func:`images_to_tensor` (PIL, numpy or torch; uint8 or float in [0, 1]).
-        resolution: resize the shorter side and centre-crop to ``resolution``² first; ``None`` keeps the size,
+        images: see :func:`images_to_tensor` (PIL in any mode, numpy or torch; uint8, or float in [0, 1]).
+        resolution: resize the shorter side and centre-crop to ``resolution``² first with the IBQ reference
+            evaluation protocol (bilinear without antialias, :func:`ibq_hf.image_processing.resize_crop`:
+            uint8/PIL pictures get exactly the pixels of ``ibq-hf evaluate tokenizer``); ``None`` keeps the size,
             which must be divisible by the tokenizer's downsampling factor (16 for the released models).
+        protocol: the preprocessing protocol for ``resolution`` (:data:`ibq_hf.image_processing.PROTOCOLS`);
+            ``"pretrain"`` for the Pretrain tokenizers.
         output_type: "pil", "np" or "pt" (see :data:`OUTPUT_TYPES`).
         return_dict: return :class:`IBQReconstructionOutput` or a tuple ``(images, indices)``.
 
@@ -231,7 +126,7 @@ def reconstruct(
             f"output_type must be one of {OUTPUT_TYPES[:3]} for reconstruct, got {output_type!r}; the code "
             "indices are always returned as .indices."
         )
-    pixels = images_to_tensor(images, resolution)
+    pixels = images_to_tensor(images, resolution, protocol=protocol)
     factor = vqvae.downsample_factor
     h, w = pixels.shape[-2:]
     if h % factor or w % factor:
@@ -516,11 +411,12 @@ class IBQPipeline(DiffusionPipeline):
         resolution: int | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
+        protocol: str = "reference",
     ) -> IBQReconstructionOutput | tuple:
         """Tokenize and decode ``images`` with the pipeline's tokenizer only; see :func:`reconstruct`."""
         if self.vqvae is None:
             raise ValueError("This IBQPipeline has no vqvae (tokenizer) to reconstruct images with.")
-        output = reconstruct(self.vqvae, images, resolution, output_type, return_dict)
+        output = reconstruct(self.vqvae, images, resolution, output_type, return_dict, protocol)
         self.maybe_free_model_hooks()
         return output
 
@@ -597,7 +493,9 @@ class IBQPipeline(DiffusionPipeline):
             max_shard_size=max_shard_size,
             push_to_hub=False,
         )
-        self.write_model_card(save_directory, repo_id=repo_id, **dict(model_card or {}))
+        # A `repo_id` in `model_card` names the model in the card's usage snippet (e.g. the final folder name
+        # when saving into a staging folder); the push's repo id otherwise.
+        self.write_model_card(save_directory, **{"repo_id": repo_id, **dict(model_card or {})})
 
     def save_pretrained(
         self,

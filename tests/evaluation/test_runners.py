@@ -18,9 +18,11 @@ from ibq_hf.evaluation import (
     evaluate_tokenizer,
     frechet_distance,
     image_seed,
+    inception_score,
     psnr_ssim,
     results_markdown,
     sample_for_fid,
+    sample_order,
     save_adm_npz,
 )
 
@@ -56,7 +58,7 @@ def test_sampling_is_independent_of_batching(tmp_path, digits_pipe):
     with np.load(tmp_path / "a.npz") as da, np.load(tmp_path / "b.npz") as db:
         assert da["arr_0"].shape == (30, 32, 32, 3) and da["arr_0"].dtype == np.uint8
         np.testing.assert_array_equal(da["arr_0"], db["arr_0"])
-        np.testing.assert_array_equal(da["arr_1"], np.repeat(np.arange(10), 3))
+        np.testing.assert_array_equal(da["arr_1"], np.repeat(np.arange(10), 3)[sample_order(5, 30)])
         assert len({da["arr_0"][i].tobytes() for i in range(30)}) == 30  # every image has its own seed
     # the settings come from generation_config when not given, and are recorded
     assert a["guidance_scale"] == 2.0 and a["temperature"] == 1.0 and a["rounding"] == "round"
@@ -117,3 +119,62 @@ def test_tokenizer_evaluation_plumbing(tiny_tokenizer):
     assert limited["num_images"] == 2 and limited["rfid"] is None and "rfid" in limited["unavailable"]
     with pytest.raises(ValueError, match="no images"):
         evaluate_tokenizer(tiny_tokenizer, [], None, progress=False)
+
+
+def _digit_probabilities(images_uint8: np.ndarray) -> np.ndarray:
+    """p(y|x) [N, 10] from a digits classifier (RBF SVC, sigmoid-calibrated) fitted on sklearn's real digits."""
+    import importlib.util
+
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.datasets import load_digits
+    from sklearn.svm import SVC
+
+    path = DIGITS.parents[1] / "examples/digits/check_digits.py"
+    spec = importlib.util.spec_from_file_location("check_digits", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    digits = load_digits()
+    classifier = CalibratedClassifierCV(SVC(gamma=0.001, C=10.0), ensemble=False)
+    classifier.fit(digits.data, digits.target)
+    return classifier.predict_proba(module.to_digit_features(images_uint8.astype(np.float32) / 255.0))
+
+
+def test_sample_file_is_shuffled_with_labels_aligned_and_is_like_a_random_order(tmp_path, digits_pipe):
+    """Item 9 of issue 11: the file is written in a seeded shuffled order (position p holds global image
+    order[p] with its label), and its Inception Score over contiguous splits lies within one split standard
+    deviation of the score over random permutations of the same samples. The class order that was written
+    before does not: each split then sees only a few classes."""
+    per_class, split = 6, 20  # 60 images, 3 splits of 20 (ADM: splits of 5,000)
+    settings = sample_for_fid(
+        digits_pipe, tmp_path / "s.npz", images_per_class=per_class, batch_size=60, seed=3, progress=False
+    )
+    order = sample_order(3, 60)
+    assert sorted(order.tolist()) == list(range(60)) and not np.array_equal(order, np.arange(60))
+    assert np.array_equal(sample_order(3, 60), order) and not np.array_equal(sample_order(4, 60), order)
+    assert np.array_equal(sample_order(3, 60, shuffle=False), np.arange(60))
+    assert "shuffled" in settings["order"]
+    with np.load(tmp_path / "s.npz") as data:
+        images, labels = data["arr_0"], data["arr_1"]
+    np.testing.assert_array_equal(labels, order // per_class)
+    # Position p is global image order[p]: the image the pipeline draws for its class with its own seed.
+    for p in (0, 59):
+        direct = digits_pipe(
+            class_labels=[int(labels[p])],
+            generator=[torch.Generator().manual_seed(image_seed(3, int(order[p])))],
+            output_type="pt",
+        ).images[0]
+        expected = (direct.clamp(0, 1) * 255).round().permute(1, 2, 0).to(torch.uint8).numpy()
+        np.testing.assert_array_equal(images[p], expected)
+
+    probs = _digit_probabilities(images)
+    assert (probs.argmax(1) == labels).mean() >= 0.8  # every image carries the label it was drawn for
+    rng = np.random.default_rng(0)
+    permuted = [inception_score(probs[rng.permutation(60)], split) for _ in range(30)]
+    reference = np.mean([m for m, _ in permuted])
+    split_std = np.mean([s for _, s in permuted])
+    written, _ = inception_score(probs, split)
+    assert abs(written - reference) <= split_std, (written, reference, split_std)
+    class_order = np.empty_like(probs)
+    class_order[order] = probs  # the same samples in class order, as the file held them before
+    sorted_score, _ = inception_score(class_order, split)
+    assert abs(sorted_score - reference) > 3 * split_std, (sorted_score, reference, split_std)

@@ -348,3 +348,33 @@ def test_torch_compile_with_static_cache_matches_eager() -> None:
         compile_config=compile_config,
     )
     assert torch.equal(compiled, eager)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"guidance_scale": float("nan")},
+        {"guidance_scale": float("inf")},
+        {"temperature": float("nan")},
+        {"temperature": float("inf")},
+        {"top_p": float("nan")},
+        {"top_k": float("inf")},
+        {"guidance_scale": 2.0, "guidance_cutoff": float("nan")},
+    ],
+    ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()),
+)
+def test_non_finite_settings_are_rejected(model, settings) -> None:
+    """Issue 11, item 12: guidance_scale=nan silently equalled 1.0 (every comparison with NaN is False), and
+    guidance_scale=inf or temperature=nan turned every sample into one token."""
+    name = next(k for k, v in settings.items() if v != 2.0)
+    with pytest.raises(ValueError, match=rf"{name} must be a finite number"):
+        model.generate([1, 2], generator=[torch.Generator().manual_seed(i) for i in range(2)], **settings)
+
+
+def test_non_finite_settings_from_the_generation_config_are_rejected() -> None:
+    model = tiny_model()
+    model.generation_config.temperature = float("nan")
+    with pytest.raises(ValueError, match="temperature must be a finite number"):
+        model.generate([1])
+    with pytest.raises(ValueError, match="guidance_scale must be a number"):
+        model.generate([1], temperature=1.0, guidance_scale="strong")

@@ -403,3 +403,134 @@ def test_save_load_round_trip_and_auto_classes(tmp_path) -> None:
         assert loaded.generation_config.guidance_scale == 3.0
         assert loaded.generation_config.guidance_schedule == "linear"
     assert isinstance(AutoConfig.from_pretrained(tmp_path), IBQARConfig)
+
+
+# ---- strict loading (issue 11, item 11) ------------------------------------------------------------------------
+
+
+def _rewrite_weights(folder, mutate) -> None:
+    from safetensors.torch import load_file, save_file
+
+    path = folder / "model.safetensors"
+    state = load_file(path)
+    mutate(state)
+    save_file(state, path, metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize(
+    ("mutate", "attribute", "key"),
+    [
+        (lambda s: s.pop("blocks.1.attention.wqkv.weight"), "missing", "blocks.1.attention.wqkv.weight"),
+        (
+            lambda s: s.update({"blocks.0.extra.weight": torch.zeros(3)}),
+            "unexpected",
+            "blocks.0.extra.weight",
+        ),
+        (lambda s: s.update({"head.weight": torch.zeros(64, 32)}), "mismatched", "head.weight"),
+    ],
+    ids=["missing", "unexpected", "mis-shaped"],
+)
+def test_loading_a_checkpoint_with_bad_keys_raises_and_names_them(tmp_path, mutate, attribute, key) -> None:
+    """transformers only logs a load report and re-initialises missing weights randomly (the pipeline then samples
+    garbage); our from_pretrained raises, naming the keys, through every loading entry point."""
+    from ibq_hf.errors import CheckpointKeyError
+
+    tiny_model().save_pretrained(tmp_path)
+    _rewrite_weights(tmp_path, mutate)
+    for loader in (IBQARForImageGeneration, AutoModel, AutoModelForCausalLM):
+        with pytest.raises(CheckpointKeyError, match=key.replace(".", r"\.")) as info:
+            loader.from_pretrained(tmp_path)
+        found = getattr(info.value, attribute)
+        assert [k if attribute != "mismatched" else k[0] for k in found] == [key]
+        assert str(tmp_path) in str(info.value)
+
+
+def test_output_loading_info_returns_the_report_instead_of_raising(tmp_path) -> None:
+    """What transformers' own model tests rely on: the caller asks for the report and gets it."""
+    tiny_model().save_pretrained(tmp_path)
+    _rewrite_weights(tmp_path, lambda s: (s.pop("head.weight"), s.update({"extra.bias": torch.zeros(2)})))
+    model, info = IBQARForImageGeneration.from_pretrained(tmp_path, output_loading_info=True)
+    assert isinstance(model, IBQARForImageGeneration)
+    assert set(info["missing_keys"]) == {"head.weight"} and set(info["unexpected_keys"]) == {"extra.bias"}
+    # a clean folder with output_loading_info=False loads normally
+    tiny_model().save_pretrained(tmp_path / "clean")
+    assert isinstance(
+        IBQARForImageGeneration.from_pretrained(tmp_path / "clean", output_loading_info=False),
+        IBQARForImageGeneration,
+    )
+
+
+def test_ignore_mismatched_sizes_still_reinitialises_only_mis_shaped_keys(tmp_path) -> None:
+    from ibq_hf.errors import CheckpointKeyError
+
+    tiny_model().save_pretrained(tmp_path)
+    _rewrite_weights(tmp_path, lambda s: s.update({"head.weight": torch.zeros(64, 32)}))
+    model = IBQARForImageGeneration.from_pretrained(tmp_path, ignore_mismatched_sizes=True)
+    assert model.head.weight.shape == (64, 64)
+    _rewrite_weights(tmp_path, lambda s: s.pop("tok_emb.weight"))
+    with pytest.raises(CheckpointKeyError, match=r"tok_emb\.weight"):
+        IBQARForImageGeneration.from_pretrained(tmp_path, ignore_mismatched_sizes=True)
+
+
+@pytest.mark.parametrize("field", ["grid_size", "num_attention_heads", "rope_base", "vocab_size"])
+def test_saved_config_without_a_required_field_raises_instead_of_defaulting(tmp_path, field) -> None:
+    """A config.json without grid_size used to load as the "B" default (16×16) and sample garbage."""
+    import json
+
+    tiny_model().save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    config = json.loads(path.read_text())
+    config.pop(field)
+    path.write_text(json.dumps(config))
+    for load in (
+        IBQARConfig.from_pretrained,
+        AutoConfig.from_pretrained,
+        IBQARForImageGeneration.from_pretrained,
+    ):
+        with pytest.raises(ValueError, match=rf"lacks \['{field}'\]"):
+            load(tmp_path)
+    # an explicit keyword supplies it; a freshly built config keeps its defaults
+    value = getattr(IBQARConfig(**TINY), field)
+    assert getattr(IBQARConfig.from_pretrained(tmp_path, **{field: value}), field) == value
+    assert IBQARConfig().grid_size == 16 and IBQARConfig().num_attention_heads == 16
+
+
+def test_intermediate_size_may_come_from_multiple_of(tmp_path) -> None:
+    import json
+
+    IBQARConfig(**TINY).save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    config = json.loads(path.read_text())
+    config.pop("intermediate_size")
+    path.write_text(json.dumps(config))
+    assert IBQARConfig.from_pretrained(tmp_path).intermediate_size == 192
+    config.pop("multiple_of")
+    path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="intermediate_size"):
+        IBQARConfig.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("grid_size", "4"),
+        ("hidden_size", 64.0),
+        ("num_classes", True),
+        ("rope_base", "x"),
+        ("rms_norm_eps", math.nan),
+    ],
+)
+def test_config_field_types_are_checked(field, value) -> None:
+    """A string where the config expects an int (e.g. a hand-edited config.json) is one clear ValueError."""
+    with pytest.raises(ValueError, match=rf"IBQARConfig\.{field} must be"):
+        IBQARConfig(**{**TINY, field: value})
+
+
+def test_bundled_digits_config_has_every_required_field() -> None:
+    import json
+    from pathlib import Path
+
+    from ibq_hf.models.configuration_ar import REQUIRED_CONFIG_FIELDS
+
+    path = Path(__file__).resolve().parents[2] / "checkpoints/ibq-digits/transformer/config.json"
+    assert set(REQUIRED_CONFIG_FIELDS) <= set(json.loads(path.read_text()))

@@ -240,3 +240,61 @@ def test_non_square_inputs(tiny_tokenizer):
     with torch.no_grad():
         out = tiny_tokenizer(torch.rand(1, 3, 16, 32) * 2 - 1)
     assert out.indices.shape == (1, 8, 16) and out.sample.shape == (1, 3, 16, 32)
+
+
+# ---- hostile inputs and strict loading (issue 11, items 11 and 12) ----------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_pixels_are_rejected_by_every_entry_point(tiny_tokenizer, images, bad):
+    """One NaN pixel used to make tokenize() return all zeros (argmin over NaN distances) and decode to a
+    normal-looking image; encode, tokenize and forward now refuse it with a count of the bad values."""
+    x = images.clone()
+    x[1, 2, 3, 4] = bad
+    for entry in (tiny_tokenizer.tokenize, tiny_tokenizer.encode, tiny_tokenizer):
+        with pytest.raises(ValueError, match=r"pixel_values contains 1 non-finite value"):
+            entry(x)
+    with pytest.raises(ValueError, match="non-finite"):
+        tiny_tokenizer.tokenize(x.bfloat16().float())
+
+
+def test_finite_pixels_whose_fp32_sum_overflows_are_not_rejected(tiny_tokenizer):
+    """The cheap check sums in fp32; an overflowing sum of finite values falls back to the exact test."""
+    x = torch.full((1, 3, 16, 16), 3e37)
+    with pytest.warns(UserWarning, match="far outside"):
+        assert tiny_tokenizer.tokenize(x).shape == (1, 8, 8)
+
+
+@pytest.mark.parametrize("field", ["num_embeddings", "attn_resolutions", "resolution", "ch_mult"])
+def test_saved_config_without_an_architecture_field_raises(tiny_tokenizer, tmp_path, field):
+    import json
+
+    tiny_tokenizer.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config.pop(field)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=rf"lacks \['{field}'\]"):
+        IBQVQModel.from_pretrained(tmp_path)
+    # fields with a documented default (loss weights, quantizer implementation) may be absent
+    config[field] = dict(tiny_tokenizer.config)[field]
+    for optional in ("beta", "entropy_temperature", "quantizer_chunk_size", "dropout"):
+        config.pop(optional)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert IBQVQModel.from_pretrained(tmp_path).config.beta == 0.25
+    assert IBQVQModel.from_config(tiny_tokenizer.config).config.ch == 32  # an in-memory config is complete
+
+
+def test_output_loading_info_returns_the_report_instead_of_raising(tiny_tokenizer, tmp_path):
+    tiny_tokenizer.save_pretrained(tmp_path)
+    state = {k: v.contiguous() for k, v in tiny_tokenizer.state_dict().items() if k != "quant_conv.bias"}
+    save_file(state, os.fspath(tmp_path / "diffusion_pytorch_model.safetensors"))
+    model, info = IBQVQModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert isinstance(model, IBQVQModel) and info["missing_keys"] == ["quant_conv.bias"]
+    with pytest.raises(CheckpointKeyError, match=r"quant_conv\.bias"):
+        IBQVQModel.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize(("field", "value"), [("ch", "32"), ("num_embeddings", 64.0), ("ch_mult", "12")])
+def test_config_field_types_are_checked(tiny_tokenizer_config, field, value):
+    with pytest.raises(ValueError, match=f"config field {field} must be"):
+        IBQVQModel(**{**tiny_tokenizer_config, field: value})

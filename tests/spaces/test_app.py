@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -174,7 +178,8 @@ def test_imagenet_labels(app_module):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"guidance_scale": -0.5}, r"Guidance scale must lie in \[0, 20\]"),
+        ({"guidance_scale": -0.5}, r"Guidance scale must lie in \[1, 20\]"),
+        ({"guidance_scale": 0.5}, r"Guidance scale must lie in \[1, 20\], got 0\.5"),  # the model refuses < 1
         ({"guidance_scale": float("nan")}, "Guidance scale must lie"),
         ({"temperature": 0.0}, r"Temperature must lie in \(0, 5\]"),
         ({"top_k": 257}, r"Top-k must lie in \[0, 256\]"),
@@ -193,6 +198,15 @@ def test_imagenet_labels(app_module):
 def test_generate_validation(demo, overrides, message):
     with pytest.raises(gr.Error, match=message):
         _generate(demo, **overrides)
+
+
+def test_parse_generation_request(app_module, demo):
+    """Raw API values (ids as strings, whole floats, numeric strings) → checked settings of the right types."""
+    request = demo.parse_generation_request("7", "1", 0.05, 256.0, "0.5", "42", 8)
+    assert request == app_module.GenerationRequest(7, 1.0, 0.05, 256, 0.5, 42, 8)
+    assert all(
+        isinstance(v, int) for v in (request.class_id, request.top_k, request.seed, request.num_images)
+    )
 
 
 def test_generate_gallery(demo):
@@ -314,6 +328,79 @@ def test_decompression_bomb_guard(app_module, demo, tmp_path, monkeypatch, pixel
             demo.tokenize(str(path))
 
 
+def test_tokenize_reads_16_bit_pngs(demo, tmp_path):
+    """A 16-bit greyscale upload is scaled to 8 bits (it came out white before)."""
+    values = np.full((48, 48), 30000, dtype=np.uint16)
+    path = tmp_path / "sixteen.png"
+    PIL.Image.fromarray(values).save(path)
+    assert PIL.Image.open(path).mode == "I;16"
+    result = demo.tokenize(str(path))
+    assert np.all(result.input_image == round(30000 / 257))  # 117, not 255
+
+
+def test_tokenize_refuses_absurd_aspect_ratios(demo, tmp_path):
+    path = tmp_path / "strip.png"
+    PIL.Image.new("RGB", (100_000, 1), (10, 200, 30)).save(path)
+    with pytest.raises(gr.Error, match=r"aspect ratio of 100000:1, above the limit of 100:1.*Crop it"):
+        demo.tokenize(str(path))
+
+
+_TOKENIZE_MEMORY_SCRIPT = textwrap.dedent(
+    """
+    import json, math, resource, sys
+    import numpy as np, PIL.Image, torch
+
+    torch.set_num_threads(1)
+    sys.path[:0] = sys.argv[1:3]
+    from spaces_testutil import BUNDLED_MODEL, load_app
+    from ibq_hf import image_processing
+
+    def peak_mb():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    app = load_app()
+    pipe = app.load_pipeline(str(BUNDLED_MODEL), device="cpu")
+    pipe.set_progress_bar_config(disable=True)
+    demo = app.IBQDemo(pipe, app.DemoLimits(), source=str(BUNDLED_MODEL))
+    folder = sys.argv[3]
+    normal = folder + "/normal.png"
+    PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (375, 500, 3), dtype=np.uint8)).save(normal)
+    for _ in range(2):
+        demo.tokenize(normal)
+    before = peak_mb()
+    image_processing.MAX_ASPECT_RATIO = math.inf  # lifted: the work must still be bounded by the output
+    for size in [(100_000, 1), (1, 100_000), (1_000_000, 1)]:
+        path = folder + "/thin.png"
+        PIL.Image.new("RGB", size, (10, 200, 30)).save(path)
+        assert demo.tokenize(path).input_image.shape == (256, 256, 3)
+    print(json.dumps({"normal_mb": before, "thin_mb": peak_mb()}))
+    """
+)
+
+
+@pytest.mark.slow  # a subprocess that imports gradio and loads the digits pipeline
+def test_tokenize_thin_uploads_do_not_blow_up_memory(tmp_path):
+    """Peak RSS of the Tokenize handler with 100,000×1 … 1,000,000×1 uploads stays within +300 MB of a normal
+    photo (before: +500 MB for 100,000×1; 1,000,000×1 would have needed 12 GB). Measured: +18 MB."""
+    spaces_tests = Path(__file__).resolve().parent
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _TOKENIZE_MEMORY_SCRIPT,
+            str(spaces_tests),
+            str(spaces_tests.parent),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    assert figures["thin_mb"] - figures["normal_mb"] < 300, figures
+
+
 # ---- pure helpers -----------------------------------------------------------------------------------------
 
 
@@ -349,3 +436,138 @@ def test_create_demo(app_module, digits_pipe):
     assert len(dropdown.choices) == 10
     slider = next(c for c in demo.blocks.values() if getattr(c, "elem_id", None) == "num-images")
     assert slider.maximum == 3
+
+
+# ---- the API: what it lists is what it accepts; refusals are one log line ---------------------------------
+
+
+def _endpoint(demo, name):
+    return next(fn for fn in demo.fns.values() if fn.api_name == name)
+
+
+def _preprocess(demo, name, values):
+    """What Gradio hands the handler for an API call with ``values`` (its own checks included)."""
+    import asyncio
+
+    return asyncio.run(demo.preprocess_data(_endpoint(demo, name), list(values), None))
+
+
+@pytest.fixture(scope="module")
+def blocks(app_module, digits_pipe):
+    return app_module.create_demo(pipe=digits_pipe, limits=app_module.DemoLimits(max_images=2))
+
+
+def test_api_listing_says_what_the_class_picker_accepts(blocks):
+    """The class was listed as ``Literal['0', …, '9']`` while Gradio refused '7' (it wanted the int 7)."""
+    params = {
+        p["parameter_name"]: p for p in blocks.get_api_info()["named_endpoints"]["/generate"]["parameters"]
+    }
+    class_param = params["class_label"]
+    assert class_param["python_type"]["type"] == "int | str"
+    assert "Literal" not in str(class_param)
+    assert (
+        "class id 0 to 9, as an int (e.g. 9) or a string (e.g. '9')"
+        in class_param["python_type"]["description"]
+    )
+    assert class_param["component"] == "Dropdown"  # drawn by Gradio's dropdown
+    # Ranges are listed where `view_api` shows them, and are the handler's.
+    assert params["guidance_scale"]["python_type"]["description"] == "a number from 1 to 20"
+    assert params["top_k"]["python_type"] == {"type": "int", "description": "a whole number from 0 to 256"}
+    assert params["seed"]["python_type"]["description"] == "a whole number from 0 to 4294967295"
+    assert params["num_images"]["python_type"]["description"] == "a whole number from 1 to 2"
+
+
+@pytest.mark.parametrize("value", ["7", 7, 7.0, "7: 7", " 7 "])
+def test_api_accepts_class_ids_as_listed(blocks, value):
+    """Through Gradio's own input processing (the server path), then the handler's parsing."""
+    raw = _preprocess(blocks, "generate", [value, 2.0, 1.0, 0, 1.0, 0, 1])
+    assert blocks.ibq_demo.parse_generation_request(*raw).class_id == 7
+
+
+def test_api_accepts_class_names(app_module):
+    """A model with real names (ImageNet's, tiny random weights): names reach the handler through Gradio."""
+    torch.manual_seed(0)
+    pipe = IBQPipeline(
+        vqvae=IBQVQModel(**TINY_TOKENIZER_CONFIG).eval(),
+        transformer=IBQARForImageGeneration(
+            IBQARConfig(**dict(TINY_PIPELINE_AR_CONFIG, num_classes=1000))
+        ).eval(),
+    )
+    blocks = app_module.create_demo(pipe=pipe)
+    for value in ("golden retriever", "207", 207, "207: golden retriever"):
+        raw = _preprocess(blocks, "generate", [value, 2.0, 1.0, 0, 1.0, 0, 1])
+        assert blocks.ibq_demo.parse_generation_request(*raw).class_id == 207
+    description = app_module.ClassPicker(choices=blocks.ibq_demo.label_choices()).api_info()
+    assert "class id 0 to 999" in description["additional_description"]
+    assert "or a class name (e.g. 'toilet tissue')" in description["additional_description"]
+
+
+def test_controls_offer_only_valid_values(blocks):
+    """Every control's lowest and highest value generates (guidance 0 … 1 always failed in the model)."""
+    generate = _endpoint(blocks, "generate")
+    controls = generate.inputs
+    assert [type(c).__name__ for c in controls] == [
+        "ClassPicker",
+        "RangedSlider",
+        "RangedSlider",
+        "RangedSlider",
+        "RangedSlider",
+        "RangedNumber",
+        "RangedSlider",
+    ]
+    demo_logic = blocks.ibq_demo
+    for _, value in controls[0].choices:
+        assert demo_logic.parse_class_label(value) == value
+    for pick in (lambda c: c.minimum, lambda c: c.maximum, lambda c: c.value):
+        values = [controls[0].choices[-1][1], *(pick(c) for c in controls[1:])]
+        gallery = demo_logic.generate(*values)
+        assert len(gallery) == values[-1]
+    guidance = controls[1]
+    assert guidance.minimum == 1.0 and guidance.step == pytest.approx(0.1)
+
+
+def test_rejected_request_is_one_log_line(blocks, caplog):
+    """A refused input: one WARNING line (no traceback) and a page error Gradio will not print a traceback for."""
+    generate = _endpoint(blocks, "generate").fn
+    caplog.set_level("INFO", logger="ibq_hf.spaces")
+    with pytest.raises(gr.Error, match="Class 12 is out of range") as raised:
+        generate("12", 2.0, 1.0, 0, 1.0, 0, 1)
+    assert raised.value.print_exception is False
+    with pytest.raises(gr.Error, match=r"Guidance scale must lie in \[1, 20\], got 0\.5"):
+        generate(7, 0.5, 1.0, 0, 1.0, 0, 1)
+    with pytest.raises(gr.Error, match="Upload an image first"):
+        _endpoint(blocks, "tokenize").fn(None)
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines == [
+        "rejected /generate request: Class 12 is out of range: this model has 10 classes, ids 0 to 9.",
+        "rejected /generate request: Guidance scale must lie in [1, 20], got 0.5.",
+        "rejected /tokenize request: Upload an image first (PNG, JPEG, WEBP, BMP, GIF or TIFF).",
+    ]
+    assert all(record.exc_info is None and record.levelname == "WARNING" for record in caplog.records)
+
+
+def test_rejection_log_line_is_one_line_and_faults_keep_their_traceback(app_module, digits_pipe, caplog):
+    logic = app_module.IBQDemo(digits_pipe)
+    caplog.set_level("INFO", logger="ibq_hf.spaces")
+
+    def refuses(**_):
+        raise ValueError("first line\n  second line")
+
+    logic.pipe = refuses
+    with pytest.raises(gr.Error), app_module.rejections_logged("generate"):
+        _generate(logic)
+    (record,) = caplog.records
+    assert record.getMessage() == "rejected /generate request: Generation failed: first line second line"
+    caplog.clear()
+
+    def breaks(**_):
+        raise RuntimeError("internal detail")
+
+    logic.pipe = breaks
+    with pytest.raises(gr.Error) as raised, app_module.rejections_logged("generate"):
+        _generate(logic)
+    assert raised.value.print_exception is False  # its traceback is logged once, below, not twice
+    (record,) = caplog.records
+    assert (
+        record.levelname == "ERROR" and record.exc_info is not None and "rejected" not in record.getMessage()
+    )

@@ -273,18 +273,18 @@ def test_extract_codes_then_train_reads_them(tmp_path, tiny_tokenizer):
     dataset = load_codes_dataset(str(out))
     assert len(dataset) == 6 and dataset.features["label"].names == ["cat", "dog"]
     assert sorted(dataset["label"]) == [0, 0, 0, 1, 1, 1]
-    # The codes equal the tokenizer's on the centre-cropped image.
-    from ibq_hf.pipeline import images_to_tensor
+    # The codes equal the tokenizer's on the centre crop of the reference protocol (bilinear, no antialias).
+    from ibq_hf.image_processing import preprocess
 
     row = next(r for r in dataset if r["label"] == 0)
     first = Image.open(sorted((tmp_path / "images" / "cat").glob("*.png"))[0])
-    expected = tiny_tokenizer.tokenize(images_to_tensor([first], resolution=16)).flatten().tolist()
+    expected = tiny_tokenizer.tokenize(preprocess(first, 16)[None]).flatten().tolist()
     rows0 = [r["input_ids"] for r in dataset if r["label"] == 0]
     assert expected in rows0 and len(row["input_ids"]) == 64
 
 
 def test_extract_codes_random_crops_are_seeded(tmp_path, tiny_tokenizer):
-    """--crops N: N reference random crops per image, reproducible from --seed, labels repeated."""
+    """--crops N: one row per image holding its N reference random crops, reproducible from --seed."""
     import numpy as np
     from PIL import Image
 
@@ -314,15 +314,17 @@ def test_extract_codes_random_crops_are_seeded(tmp_path, tiny_tokenizer):
         return list(load_codes_dataset(str(tmp_path / out)))
 
     rows = run("c1", "4")
-    assert len(rows) == 12 and sorted(r["label"] for r in rows) == [0] * 6 + [1] * 6
+    assert len(rows) == 4 and sorted(r["label"] for r in rows) == [0, 0, 1, 1]
+    assert all(len(r["input_ids"]) == 3 and {len(c) for c in r["input_ids"]} == {64} for r in rows)
     assert rows == run("c2", "1")  # independent of the batch size
     assert rows != run("c3", "4", seed="4")
-    # the first crop of the first image is the reference train transform with the documented seed
+    # crop j of image i is the reference train transform seeded (seed, i, j)
     first = Image.open(sorted((tmp_path / "images" / "a").glob("*.png"))[0])
-    crop = image_transform(16, train=True, hflip=True)(
-        first, generator=torch.Generator().manual_seed(3 * 1_000_003)
-    )
-    assert rows[0]["input_ids"] == tiny_tokenizer.tokenize(crop[None]).flatten().tolist()
+    for j in range(3):
+        crop = image_transform(16, train=True, hflip=True)(
+            first, generator=torch.Generator().manual_seed(3 * 1_000_003 + j)
+        )
+        assert rows[0]["input_ids"][j] == tiny_tokenizer.tokenize(crop[None]).flatten().tolist()
 
 
 def test_on_the_fly_tokenization_equals_extracted_codes(tmp_path, tiny_tokenizer):

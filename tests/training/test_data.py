@@ -14,6 +14,13 @@ from PIL import Image
 
 datasets = pytest.importorskip("datasets")
 
+from numbered_images import (  # noqa: E402
+    batch_ids,
+    image_id,
+    write_numbered_folder,
+    write_numbered_parquet,
+)
+
 from ibq_hf.training.data import (  # noqa: E402
     DataStats,
     GatedDatasetError,
@@ -156,6 +163,42 @@ def test_transform_rejects_bad_resolution() -> None:
         image_transform(0, train=True)
 
 
+def test_transform_reads_16_bit_greyscale() -> None:
+    """16-bit PNGs (mode I;16) are scaled to 8 bits; `convert("RGB")` clipped them to white."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((20, 24), 30000, dtype=np.uint16)).save(buffer, format="PNG")
+    image = Image.open(io.BytesIO(buffer.getvalue()))
+    assert image.mode == "I;16"
+    for train in (False, True):
+        out = image_transform(RES, train=train)(image, seed=0)
+        torch.testing.assert_close(out, torch.full((3, RES, RES), round(30000 / 257) / 127.5 - 1.0))
+
+
+def test_stream_skips_thin_images_and_bombs_and_reads_16_bit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In the training data path a 2000×1 PNG (3 GB of resize before) and a decompression bomb are skipped and
+    counted with a clear reason, and a 16-bit PNG arrives as its grey level, not white."""
+    root = tmp_path / "train" / "c0"
+    root.mkdir(parents=True)
+    Image.new("RGB", (24, 20), (10, 20, 30)).save(root / "normal.png")
+    Image.new("RGB", (2000, 1), (200, 0, 0)).save(root / "strip.png")
+    Image.new("L", (100, 100)).save(root / "bomb.png")
+    Image.fromarray(np.full((20, 20), 30000, dtype=np.uint16)).save(root / "sixteen.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)
+    stats = DataStats()
+    stream = load_image_dataset(
+        train_data_dir=str(tmp_path / "train"), resolution=RES, train=True, stats=stats, require_labels=False
+    )
+    rows = list(stream.dataset)
+    assert len(rows) == 2 and stats.skipped == 2 and stats.seen == 4
+    reasons = " | ".join(stats.skipped_examples)
+    assert "strip.png: ImageSizeError" in reasons and "aspect ratio of 2000:1" in reasons
+    assert "bomb.png: ImageSizeError" in reasons and "decompression bomb" in reasons
+    levels = sorted(float(np.asarray(r["pixel_values"]).mean()) for r in rows)
+    assert levels[1] == pytest.approx(round(30000 / 257) / 127.5 - 1.0)  # the 16-bit picture, not white (1.0)
+
+
 # ------------------------------------------------------------------------------------------ datasets
 
 
@@ -191,7 +234,7 @@ def test_parquet_stream_columns_and_dataloader(parquet_files: list[str]) -> None
 def test_non_streaming_matches_streaming(parquet_files: list[str], tmp_path: Path) -> None:
     kw = {"data_files": parquet_files, "resolution": RES, "train": False, "cache_dir": str(tmp_path)}
     a = _ids(load_image_dataset(streaming=True, **kw).dataset)
-    b = _ids(load_image_dataset(streaming=False, num_shards=3, **kw).dataset)
+    b = _ids(load_image_dataset(streaming=False, **kw).dataset)
     assert sorted(a) == sorted(b) and len(a) == 24
 
 
@@ -241,45 +284,136 @@ def test_rank_sharding_partitions_the_stream(parquet_files: list[str]) -> None:
         load_image_dataset(rank=2, world_size=2, **kw)
 
 
-@pytest.mark.parametrize("source", ["parquet", "imagefolder"])
-def test_resume_from_state_dict_is_exact(source: str, parquet_files: list[str], image_folder: Path) -> None:
-    kw = {"resolution": RES, "train": True, "transform_seed": 7, "shuffle": True, "shuffle_buffer_size": 0}
-    kw.update({"data_files": parquet_files} if source == "parquet" else {"train_data_dir": str(image_folder)})
-    full = _ids(load_image_dataset(**kw).dataset)
-    first = load_image_dataset(**kw)
-    head, state = [], None
-    for i, ex in enumerate(first.dataset):
-        head.append(_digest(ex["pixel_values"]))
-        if i == 9:
-            state = first.state_dict()
-            break
-    resumed = load_image_dataset(**kw)
-    resumed.load_state_dict(state)
-    rest = _ids(resumed.dataset)
-    assert head + rest == full  # same order: nothing repeated, nothing skipped
-    assert len(set(full)) > 20  # the ids distinguish examples
+# ------------------------------------------------------------------------------------------ order, shards, resume
+
+N_IDS = 10  # not a multiple of any global batch below: every pass ends inside a micro-batch
 
 
-def test_resume_with_shuffle_buffer_never_repeats(parquet_files: list[str]) -> None:
-    kw = {
-        "data_files": parquet_files,
-        "resolution": RES,
-        "train": False,
-        "shuffle": True,
-        "shuffle_buffer_size": 4,
+@pytest.fixture(scope="module")
+def numbered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    """The same 10 numbered 24x20 images as an imagefolder (indexed) and as 3 streamed parquet files."""
+    root = tmp_path_factory.mktemp("numbered")
+    folder = write_numbered_folder(root / "folder", N_IDS, classes=2)
+    files = write_numbered_parquet(root / "pq", N_IDS, shards=3, classes=2)
+    return {
+        "indexed": {"train_data_dir": str(folder), "cache_dir": str(root / "cache")},
+        "streamed": {"data_files": files, "shuffle_buffer_size": 4},
+        "streamed, stored order": {"data_files": files, "shuffle": False},
     }
-    first = load_image_dataset(seed=3, **kw)
-    head, state = [], None
-    for i, ex in enumerate(first.dataset):
-        head.append(_digest(ex["pixel_values"]))
-        if i == 7:
-            state = first.state_dict()
-            break
-    resumed = load_image_dataset(seed=3, **kw)
-    resumed.load_state_dict(state)
-    rest = _ids(resumed.dataset)
-    assert not set(head) & set(rest)
-    assert 24 - 4 <= len(head) + len(rest) <= 24
+
+
+def _take(batches, count: int) -> list[dict]:
+    out = []
+    for batch in batches:
+        out.append(batch)
+        if len(out) == count:
+            return out
+    raise AssertionError("the batches ended")
+
+
+@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("source", ["indexed", "streamed"])
+def test_batches_give_each_rank_its_share_and_carry_the_tail_over(numbered, source, world) -> None:
+    """Every id is read by exactly one rank in every pass; a global micro-batch holds batch × world examples;
+    the last one of a pass is completed with the first examples of the next pass (the tail policy)."""
+    stream = load_image_dataset(resolution=RES, seed=5, **numbered[source])
+    size, steps = 2, 7  # 7 global micro-batches of 2·world ≥ 2.8 passes of 10
+    batches = [_take(stream.batches(size, rank=r, world_size=world), steps) for r in range(world)]
+    per_rank = [[batch_ids(b) for b in rank] for rank in batches]
+    assert all(len(ids) == size for rank in per_rank for ids in rank)  # global micro-batch = size × world
+    sequence = [per_rank[r][m][i] for m in range(steps) for i in range(size) for r in range(world)]
+    passes = [sequence[p * N_IDS : (p + 1) * N_IDS] for p in range(len(sequence) // N_IDS)]
+    assert len(passes) >= 2 and all(sorted(p) == list(range(N_IDS)) for p in passes)
+    tail = sequence[len(passes) * N_IDS :]
+    assert len(set(tail)) == len(tail)
+    assert passes[0] != passes[1]  # a new order every pass
+    # the micro-batch holding the end of pass 0 also holds the start of pass 1; every rank reports where the
+    # next global micro-batch starts: (pass, offset)
+    group = size * world
+    boundary = N_IDS // group
+    for rank in batches:
+        assert rank[boundary - 1]["stream_position"] == (0, boundary * group)
+        assert rank[boundary]["stream_position"] == (1, (boundary + 1) * group - N_IDS)
+
+
+@pytest.mark.parametrize("source", ["indexed", "streamed", "streamed, stored order"])
+def test_batches_resume_exactly_from_every_position(numbered, source) -> None:
+    """Restarting at any batch's stream_position continues the same batches bitwise (crops included), across
+    pass boundaries and with a shuffle buffer."""
+    stream = load_image_dataset(resolution=RES, seed=1, **numbered[source])
+    full = _take(stream.batches(3), 12)  # 3.6 passes
+    for k in range(1, 12):
+        start = full[k - 1]["stream_position"]
+        resumed = _take(
+            load_image_dataset(resolution=RES, seed=1, **numbered[source]).batches(3, start=start), 12 - k
+        )
+        for a, b in zip(resumed, full[k:]):
+            assert torch.equal(a["pixel_values"], b["pixel_values"]), (k, start)
+            assert a["stream_position"] == b["stream_position"]
+    crops = {}
+    for b in full:
+        for px in b["pixel_values"]:
+            crops.setdefault(image_id(px), set()).add(_digest(px))
+    assert any(len(c) > 1 for c in crops.values())  # random crops differ between passes
+
+
+def test_batches_do_not_depend_on_dataloader_workers(numbered) -> None:
+    stream = load_image_dataset(resolution=RES, seed=2, **numbered["streamed"])
+    alone = _take(stream.batches(2, rank=1, world_size=2), 9)
+    loader = torch.utils.data.DataLoader(
+        stream.batches(2, rank=1, world_size=2), batch_size=None, num_workers=2
+    )
+    workers = _take(loader, 9)
+    for a, b in zip(alone, workers):
+        assert torch.equal(a["pixel_values"], b["pixel_values"]) and a["stream_position"] == tuple(
+            b["stream_position"]
+        )
+
+
+def test_unreadable_images_are_dropped_and_an_unreadable_batch_stops(tmp_path: Path) -> None:
+    from ibq_hf.errors import UnreadableImagesError
+
+    folder = write_numbered_folder(tmp_path / "some", 6, broken=(2,))
+    kw = {"resolution": RES, "cache_dir": str(tmp_path), "require_labels": False}
+    stream = load_image_dataset(train_data_dir=str(folder), shuffle=False, **kw)
+    first, second = _take(stream.batches(3), 2)
+    assert batch_ids(first) == [0, 1] and batch_ids(second) == [3, 4, 5]  # dropped, not refilled
+    assert stream.stats.skipped == 1 and "00002.png" in stream.stats.skipped_examples[0]
+    folder = write_numbered_folder(tmp_path / "all", 3, broken=(0, 1, 2))
+    stream = load_image_dataset(train_data_dir=str(folder), **kw)
+    with pytest.raises(
+        UnreadableImagesError, match=r"None of the 2 images .* could be decoded \(.*0000\d\.png"
+    ):
+        next(iter(stream.batches(2)))
+
+
+def _classes_per_batch(stream, batch_size: int, count: int) -> float:
+    batches = _take(stream.batches(batch_size), count)
+    return float(np.mean([len(set(b["class_labels"].tolist())) for b in batches]))
+
+
+def test_a_class_sorted_source_is_mixed_per_pass(tmp_path: Path) -> None:
+    """Item 7: 40 classes × 8 images stored class by class, in distinct classes per batch of 32 over one pass.
+    An imagefolder (indexed) is fully permuted per pass, like an i.i.d. draw; a stream reads its shards (files)
+    in a seeded order per pass, several at a time, before the buffer."""
+    n, classes, batch = 320, 40, 32
+    iid = classes * (1 - np.prod([(n - 8 - j) / (n - j) for j in range(batch)]))  # 22.95 for 8 per class
+    folder = write_numbered_folder(tmp_path / "sorted", n, classes=classes, size=(4, 4))
+    kw = {"resolution": 4, "seed": 0}
+    stored = load_image_dataset(train_data_dir=str(folder), shuffle=False, cache_dir=str(tmp_path), **kw)
+    indexed = load_image_dataset(train_data_dir=str(folder), cache_dir=str(tmp_path), **kw)
+    assert _classes_per_batch(stored, batch, 10) == 4.0  # measured
+    assert _classes_per_batch(indexed, batch, 10) > 0.9 * iid  # measured 23.8
+    files = write_numbered_parquet(tmp_path / "pq", n, shards=20, classes=classes, size=(4, 4))
+    streamed = load_image_dataset(data_files=files, shuffle_buffer_size=64, **kw)
+    assert (
+        _classes_per_batch(streamed, batch, 10) > 3 * 4.0
+    )  # measured 16.0: the buffer (64) bounds the mixing
+    first_pass = _take(streamed.batches(batch), 20)
+    again = _take(load_image_dataset(data_files=files, shuffle_buffer_size=64, **kw).batches(batch), 20)
+    labels = [b["class_labels"].tolist() for b in first_pass]
+    assert labels == [b["class_labels"].tolist() for b in again]  # seeded
+    assert labels[:10] != labels[10:]  # a new shard order and buffer draw every pass
 
 
 def test_collate_rejects_empty() -> None:

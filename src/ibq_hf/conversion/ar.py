@@ -34,9 +34,13 @@ from ..models.configuration_ar import (
 from .common import (
     CheckpointKeyError,
     assign_state_dict,
+    check_output_dir,
     check_shapes,
+    config_float,
+    config_int,
     load_original_checkpoint,
     load_original_yaml,
+    staged_output_dir,
 )
 
 logger = logging.getLogger(__name__)
@@ -162,6 +166,18 @@ def ar_config_from_original_params(
     if missing:
         raise ValueError(f"{source}: transformer parameters {missing} are required.")
     p = {**_ORIGINAL_GPT_DEFAULTS, **params}
+    for key in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "cond_dim", "class_num", "multiple_of",
+                "cls_token_num"):  # fmt: skip
+        p[key] = config_int(p[key], key, source)
+    for key in ("rope_base", "norm_eps", "resid_dropout_p", "ffn_dropout_p", "attn_dropout_p", "token_drop",
+                "initalizer_range", "alng", "drop_path_rate"):  # fmt: skip
+        p[key] = config_float(p[key], key, source)
+    if p["ffn_dim_multiplier"] is not None:
+        p["ffn_dim_multiplier"] = config_float(p["ffn_dim_multiplier"], "ffn_dim_multiplier", source)
+    if p["block_size"] <= 0:
+        raise ValueError(
+            f"{source}: block_size must be a positive square number (grid_size²), got {p['block_size']}."
+        )
     grid = math.isqrt(int(p["block_size"]))
     unsupported = {
         "cond_dim": (p["cond_dim"] == p["n_embd"], "must equal n_embd (the class embedding drives adaLN)"),
@@ -280,6 +296,7 @@ def convert_ar_checkpoint(
     *,
     num_attention_heads: int | None = None,
     grid_size: int | None = None,
+    overwrite: bool = False,
 ) -> IBQARForImageGeneration:
     """Convert an original ``AR_256_*.ckpt`` into a ``save_pretrained`` directory and return the model.
 
@@ -288,12 +305,15 @@ def convert_ar_checkpoint(
 
     Args:
         checkpoint_path: the original Lightning checkpoint (read with ``torch.load(weights_only=True)``).
-        output_dir: destination directory (created if needed).
+        output_dir: destination directory (created if needed); must be new or empty unless ``overwrite``.
         config_path: the original training YAML; needed only when the weights are not a released size.
         num_attention_heads: head count for non-released sizes without a YAML (Python use).
         grid_size: token-grid side for non-released sizes without a YAML (Python use).
+        overwrite: replace a non-empty ``output_dir`` as a whole (its old files are deleted); the folder is
+            written to a staging folder and renamed into place either way.
     """
     checkpoint_path = Path(checkpoint_path)
+    check_output_dir(output_dir, overwrite, inputs=[checkpoint_path, config_path])
     state, dropped = split_ar_state_dict(load_original_checkpoint(checkpoint_path))
     model, size = ar_model_from_state_dict(
         state, config_path, num_attention_heads=num_attention_heads, grid_size=grid_size
@@ -307,16 +327,25 @@ def convert_ar_checkpoint(
     )
 
     output_dir = Path(output_dir)
-    model.save_pretrained(output_dir)
-    write_ar_model_card(output_dir, model, size, checkpoint_path.name)
+    with staged_output_dir(output_dir, overwrite) as staging:
+        model.save_pretrained(staging)
+        write_ar_model_card(staging, model, size, checkpoint_path.name, name=output_dir.name)
     return model
 
 
 def write_ar_model_card(
-    output_dir: str | os.PathLike, model: IBQARForImageGeneration, size: str | None, source_file: str
+    output_dir: str | os.PathLike,
+    model: IBQARForImageGeneration,
+    size: str | None,
+    source_file: str,
+    name: str | None = None,
 ) -> Path:
-    """Write the model card (README.md) of a converted AR model; ``size`` adds the reported FID/IS."""
+    """Write the model card (README.md) of a converted AR model; ``size`` adds the reported FID/IS.
+
+    ``name`` is the folder or repo name shown in the usage snippet (default: ``output_dir``'s name).
+    """
     output_dir = Path(output_dir)
+    name = name or output_dir.name
     config = model.config
     num_params = sum(p.numel() for p in model.parameters())
     title = f"IBQ-AR-{size}" if size else "IBQ class-conditional AR model"
@@ -350,7 +379,7 @@ import torch
 import ibq_hf  # registers the model with the transformers Auto classes
 from ibq_hf import IBQARForImageGeneration
 
-model = IBQARForImageGeneration.from_pretrained("{output_dir.name}")  # this directory or its Hub copy
+model = IBQARForImageGeneration.from_pretrained("{name}")  # this directory or its Hub copy
 generators = [torch.Generator().manual_seed(seed) for seed in range({len(labels)})]
 token_ids = model.generate(class_labels={labels}, generator=generators)  # [{len(labels)}, {config.num_image_tokens}] ids
 """

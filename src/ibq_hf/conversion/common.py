@@ -7,8 +7,12 @@ missing, unexpected or mis-shaped key is an error that lists the keys.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
-from collections.abc import Mapping
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +23,13 @@ from ..errors import CheckpointKeyError
 __all__ = [
     "CheckpointKeyError",
     "assign_state_dict",
+    "check_output_dir",
     "check_shapes",
+    "config_float",
+    "config_int",
     "load_original_checkpoint",
     "load_original_yaml",
+    "staged_output_dir",
 ]
 
 
@@ -55,11 +63,31 @@ def load_original_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]
 
 
 def load_original_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """Read an original SEED-Voken YAML config and return its ``model.init_args`` (or ``model.params``)."""
+    """Read an original SEED-Voken YAML config and return its ``model.init_args`` (or ``model.params``).
+
+    Parsed with ``yaml.safe_load``: a syntax error or a tag that would construct Python objects
+    (``!!python/object...``) is a ``ValueError`` naming the file and the line, never executed.
+    """
     import yaml
 
-    with open(path, encoding="utf-8") as f:
-        cfg = yaml.safe_load(f)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Config file not found: {path}. Pass the original training YAML with --config."
+        )
+    try:
+        with open(path, encoding="utf-8") as f:
+            cfg = yaml.safe_load(f)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ValueError(
+            f"{path} is not a readable YAML config{where}: {problem}. Only plain YAML is accepted (no "
+            "!!python tags); pass the original SEED-Voken training config."
+        ) from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a text YAML file; pass the original training config.") from None
     if not isinstance(cfg, Mapping) or "model" not in cfg:
         raise ValueError(f"{path} is not an original SEED-Voken config: it has no top-level 'model' section.")
     model = cfg["model"]
@@ -67,6 +95,150 @@ def load_original_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(args, Mapping):
         raise ValueError(f"{path}: 'model' has neither 'init_args' nor 'params'.")
     return dict(args)
+
+
+def config_int(value: Any, name: str, source: str) -> int:
+    """An integer field of an original config; refuses strings, floats and booleans with a message naming it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(
+            f"{source}: {name} must be an integer, got {value!r} ({type(value).__name__}); write it without "
+            "quotes or decimals."
+        )
+    return value
+
+
+def config_float(value: Any, name: str, source: str) -> float:
+    """A real-number field of an original config. Ints are fine, and so are numeric strings: YAML 1.1 reads
+    ``1e-5`` (no decimal point) as the string ``"1e-5"``. Other strings, booleans, NaN and inf are errors."""
+    number = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            number = float(value)
+    if number is None or not math.isfinite(number):
+        raise ValueError(f"{source}: {name} must be a finite number, got {value!r} ({type(value).__name__}).")
+    return number
+
+
+def check_output_dir(
+    output_dir: str | os.PathLike, overwrite: bool, inputs: Sequence[str | os.PathLike | None] = ()
+) -> Path:
+    """Refuse to convert into a non-empty folder unless ``overwrite``; called before any work is done.
+
+    With ``overwrite`` the folder is replaced as a whole (see :func:`staged_output_dir`), so it must not hold the
+    converter's own inputs (``inputs``: the checkpoint, the YAML), which would be deleted with it.
+    """
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise FileExistsError(f"--output {output_dir} exists and is not a folder; choose a folder path.")
+    if output_dir.is_dir() and any(output_dir.iterdir()):
+        if not overwrite:
+            raise FileExistsError(
+                f"--output {output_dir} is not empty. Converting into it would mix the new files with the old "
+                "ones; choose a new or empty folder, or pass --overwrite (overwrite=True) to replace its whole "
+                "contents with the converted model."
+            )
+        resolved = output_dir.resolve()
+        for source in inputs:
+            if source is not None and resolved in Path(source).resolve().parents:
+                raise ValueError(
+                    f"--overwrite would delete {source}, which lies inside --output {output_dir}; write the "
+                    "converted model to another folder."
+                )
+    return output_dir
+
+
+@contextlib.contextmanager
+def staged_output_dir(output_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty staging folder next to ``output_dir``; on success, publish it as ``output_dir`` by renames.
+
+    Like the training checkpoints (``ibq_hf.training.checkpointing``): files are written to
+    ``<parent>/.<name>.staging-<id>``, flushed to disk, and only then renamed into place, so a failed or
+    interrupted conversion never leaves a half-written or mixed folder (stale shards, an old ``.index.json``, the
+    user's ``README.md``). An existing ``output_dir`` is moved aside first and deleted after the swap, so with
+    ``overwrite`` the folder holds exactly the new artefact's files. On error the staging folder is removed and
+    ``output_dir`` is left untouched.
+
+    When the folder itself cannot be renamed (a mount point) or its parent is not writable, the staging folder
+    lives inside ``output_dir`` and the entries are moved one by one: the result is the same, but a crash during
+    those moves can leave a mix.
+    """
+    output_dir = check_output_dir(output_dir, overwrite)
+    parent = output_dir.absolute().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex[:8]
+    staging = parent / f".{output_dir.name}.staging-{tag}"
+    try:
+        staging.mkdir()
+    except OSError:
+        if not output_dir.is_dir():
+            raise
+        staging = output_dir / f".staging-{tag}"  # parent not writable: stage inside the existing folder
+        staging.mkdir()
+    try:
+        yield staging
+        _fsync_tree(staging)
+        if staging.parent == output_dir or not _swap(
+            staging, output_dir, parent / f".{output_dir.name}.replaced-{tag}"
+        ):
+            _publish_in_place(staging, output_dir, tag)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _swap(staging: Path, output_dir: Path, old: Path) -> bool:
+    """Rename ``staging`` to ``output_dir`` (an existing one is renamed to ``old`` first, then deleted).
+
+    Returns False, with nothing changed, when ``output_dir`` cannot be renamed (e.g. it is a mount point).
+    """
+    replaced = output_dir.exists()
+    if replaced:
+        try:
+            os.replace(output_dir, old)
+        except OSError:
+            return False
+    try:
+        os.replace(staging, output_dir)
+    except BaseException:
+        if replaced:
+            os.replace(old, output_dir)  # put the user's folder back
+        raise
+    _fsync_dir(output_dir.absolute().parent)
+    if replaced:
+        shutil.rmtree(old, ignore_errors=True)
+    return True
+
+
+def _publish_in_place(staging: Path, output_dir: Path, tag: str) -> None:
+    """Replace the contents of ``output_dir`` by those of ``staging``, entry by entry (not atomic)."""
+    aside = output_dir / f".replaced-{tag}"
+    aside.mkdir()
+    for entry in list(output_dir.iterdir()):
+        if entry not in (aside, staging):
+            os.replace(entry, aside / entry.name)
+    for entry in list(staging.iterdir()):
+        shutil.move(os.fspath(entry), os.fspath(output_dir / entry.name))
+    _fsync_dir(output_dir)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for root, _, files in os.walk(folder):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def check_shapes(

@@ -24,7 +24,13 @@ from .ar import (
     ar_model_from_state_dict,
     split_ar_state_dict,
 )
-from .common import CheckpointKeyError, assign_state_dict, load_original_checkpoint
+from .common import (
+    CheckpointKeyError,
+    assign_state_dict,
+    check_output_dir,
+    load_original_checkpoint,
+    staged_output_dir,
+)
 from .tokenizer import EMA_PREFIX, EMBEDDED_PREFIX, infer_config_from_weights, select_generator_weights
 
 __all__ = ["convert_pipeline_checkpoint", "pipeline_from_original_state_dict"]
@@ -98,17 +104,22 @@ def convert_pipeline_checkpoint(
     resolution: int = 256,
     num_attention_heads: int | None = None,
     grid_size: int | None = None,
+    overwrite: bool = False,
 ) -> IBQPipeline:
     """Convert one official AR checkpoint into an :class:`IBQPipeline` and save it (read once, strictly).
 
     Writes ``model_index.json``, ``vqvae/`` and ``transformer/`` (safetensors; the transformer's
     ``generation_config.json`` holds the paper's sampling settings for a released size) and a model card with
     the reported FID/IS when the size is a released one. Nothing is written when ``output_dir`` is ``None``.
+    ``output_dir`` must be new or empty unless ``overwrite``, which replaces its whole contents; either way the
+    folder is written to a staging folder next to it and renamed into place only when complete.
 
     Returns:
         The converted pipeline (``IBQPipeline.from_pretrained(output_dir)`` loads the same weights).
     """
     checkpoint_path = Path(checkpoint_path)
+    if output_dir is not None:
+        check_output_dir(output_dir, overwrite, inputs=[checkpoint_path, config_path])
     state = load_original_checkpoint(checkpoint_path)
     pipe = pipeline_from_original_state_dict(
         state,
@@ -119,7 +130,9 @@ def convert_pipeline_checkpoint(
     )
     del state
     if output_dir is not None:
-        pipe.save_pretrained(output_dir, model_card=_card_fields(pipe, checkpoint_path.name))
+        card = {**_card_fields(pipe, checkpoint_path.name), "repo_id": Path(output_dir).name}
+        with staged_output_dir(output_dir, overwrite) as staging:
+            pipe.save_pretrained(staging, model_card=card)
     return pipe
 
 

@@ -24,7 +24,16 @@ import torch
 
 from ..hub_utils import metrics_table, write_model_card
 from ..models.vq_model import _IMAGENET_ARCH, IBQVQModel
-from .common import CheckpointKeyError, check_shapes, load_original_checkpoint, load_original_yaml
+from .common import (
+    CheckpointKeyError,
+    check_output_dir,
+    check_shapes,
+    config_float,
+    config_int,
+    load_original_checkpoint,
+    load_original_yaml,
+    staged_output_dir,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -80,37 +89,51 @@ def _is_dropped(key: str) -> bool:
     )
 
 
-def config_from_original_yaml(args: Mapping[str, Any]) -> dict[str, Any]:
-    """IBQVQModel config from the original ``model.init_args`` (``ddconfig``, ``n_embed``, ``embed_dim``, ...)."""
+def config_from_original_yaml(args: Mapping[str, Any], source: str = "the original config") -> dict[str, Any]:
+    """IBQVQModel config from the original ``model.init_args`` (``ddconfig``, ``n_embed``, ``embed_dim``, ...).
+
+    Types are checked here (``ch: "128"`` or ``n_embed: 16384.5`` is a ``ValueError`` naming the field), so a
+    malformed YAML never reaches the model constructor.
+    """
     dd = args.get("ddconfig")
     if not isinstance(dd, Mapping):
-        raise ValueError(
-            "The original config has no model.init_args.ddconfig section: it is not a tokenizer config."
-        )
+        raise ValueError(f"{source} has no model.init_args.ddconfig section: it is not a tokenizer config.")
     if dd.get("double_z", False):
-        raise ValueError("ddconfig.double_z=True (a KL autoencoder layout) is not an IBQ tokenizer.")
+        raise ValueError(
+            f"{source}: ddconfig.double_z=True (a KL autoencoder layout) is not an IBQ tokenizer."
+        )
+    required = [f"ddconfig.{k}" for k in ("ch", "ch_mult", "num_res_blocks", "z_channels") if k not in dd]
+    required += [f"init_args.{k}" for k in ("embed_dim", "n_embed") if k not in args]
+    if required:
+        raise ValueError(f"{source} lacks {required}, which define the tokenizer's architecture.")
+
+    def ints(name: str, value: Any) -> tuple[int, ...]:
+        if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__iter__"):
+            raise ValueError(f"{source}: {name} must be a list of integers, got {value!r}.")
+        return tuple(config_int(v, f"{name} entries", source) for v in value)
+
     config = {
-        "in_channels": dd.get("in_channels", 3),
-        "out_channels": dd.get("out_ch", 3),
-        "resolution": dd.get("resolution", 256),
-        "ch": dd["ch"],
-        "ch_mult": tuple(dd["ch_mult"]),
-        "num_res_blocks": dd["num_res_blocks"],
-        "attn_resolutions": tuple(dd.get("attn_resolutions", ())),
-        "dropout": dd.get("dropout", 0.0),
-        "z_channels": dd["z_channels"],
-        "embed_dim": args["embed_dim"],
-        "num_embeddings": args["n_embed"],
+        "in_channels": config_int(dd.get("in_channels", 3), "ddconfig.in_channels", source),
+        "out_channels": config_int(dd.get("out_ch", 3), "ddconfig.out_ch", source),
+        "resolution": config_int(dd.get("resolution", 256), "ddconfig.resolution", source),
+        "ch": config_int(dd["ch"], "ddconfig.ch", source),
+        "ch_mult": ints("ddconfig.ch_mult", dd["ch_mult"]),
+        "num_res_blocks": config_int(dd["num_res_blocks"], "ddconfig.num_res_blocks", source),
+        "attn_resolutions": ints("ddconfig.attn_resolutions", dd.get("attn_resolutions", ())),
+        "dropout": config_float(dd.get("dropout", 0.0), "ddconfig.dropout", source),
+        "z_channels": config_int(dd["z_channels"], "ddconfig.z_channels", source),
+        "embed_dim": config_int(args["embed_dim"], "embed_dim", source),
+        "num_embeddings": config_int(args["n_embed"], "n_embed", source),
     }
-    for key in (
-        "beta",
-        "use_entropy_loss",
-        "entropy_temperature",
-        "sample_minimization_weight",
-        "batch_maximization_weight",
-    ):
+    for key in ("beta", "entropy_temperature", "sample_minimization_weight", "batch_maximization_weight"):
         if key in args:
-            config[key] = args[key]
+            config[key] = config_float(args[key], key, source)
+    if "use_entropy_loss" in args:
+        if not isinstance(args["use_entropy_loss"], bool):
+            raise ValueError(
+                f"{source}: use_entropy_loss must be true or false, got {args['use_entropy_loss']!r}."
+            )
+        config["use_entropy_loss"] = args["use_entropy_loss"]
     return config
 
 
@@ -211,24 +234,30 @@ def convert_tokenizer_checkpoint(
     config_path: str | os.PathLike | None = None,
     use_ema: bool | None = None,
     resolution: int = 256,
+    *,
+    overwrite: bool = False,
 ) -> IBQVQModel:
     """Convert an official IBQ tokenizer ``.ckpt`` into an :class:`IBQVQModel` (and save it).
 
     Args:
         checkpoint_path: the original checkpoint (tokenizer or AR; read with ``weights_only=True``).
         output_dir: where to write ``config.json``, ``diffusion_pytorch_model.safetensors`` and a model
-            card; nothing is written when ``None``.
+            card; nothing is written when ``None``. It must be new or empty unless ``overwrite``.
         config_path: the original YAML (``model.init_args.ddconfig``, ``n_embed``, ...) for
             architectures that cannot be inferred from the weights.
         use_ema: ``True`` EMA weights (required), ``False`` raw weights, ``None`` EMA when present.
         resolution: training resolution used to place attention when inferring from weights.
+        overwrite: replace a non-empty ``output_dir`` as a whole (its old files are deleted); the folder is
+            written to a staging folder and renamed into place either way.
 
     Returns:
         The loaded model, in eval mode.
     """
+    if output_dir is not None:
+        check_output_dir(output_dir, overwrite, inputs=[checkpoint_path, config_path])
     state = _strip_embedding_prefix(load_original_checkpoint(checkpoint_path))
     if config_path is not None:
-        config = config_from_original_yaml(load_original_yaml(config_path))
+        config = config_from_original_yaml(load_original_yaml(config_path), source=str(config_path))
     else:
         config = infer_config_from_weights(state, resolution=resolution)
     model = IBQVQModel(**config)
@@ -236,7 +265,8 @@ def convert_tokenizer_checkpoint(
     model.load_state_dict(weights, strict=True)
     model.eval()
     if output_dir is not None:
-        save_converted_tokenizer(model, output_dir, source=Path(checkpoint_path).name, used_ema=used_ema)
+        with staged_output_dir(output_dir, overwrite) as staging:
+            save_converted_tokenizer(model, staging, source=Path(checkpoint_path).name, used_ema=used_ema)
     return model
 
 

@@ -36,6 +36,7 @@ from .runners import (
     image_seed,
     results_markdown,
     sample_for_fid,
+    sample_order,
     write_results,
 )
 
@@ -74,6 +75,7 @@ __all__ = [
     "psnr_uint8",
     "results_markdown",
     "sample_for_fid",
+    "sample_order",
     "save_adm_npz",
     "to_unit_range",
     "truncate_to_uint8",

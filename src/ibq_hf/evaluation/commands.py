@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -19,6 +20,7 @@ __all__ = [
     "add_generation_arguments",
     "add_sample_arguments",
     "add_tokenizer_arguments",
+    "finite_float",
     "generation_main",
     "run_generation",
     "run_sample",
@@ -26,6 +28,18 @@ __all__ = [
     "sample_main",
     "tokenizer_main",
 ]
+
+
+def finite_float(text: str) -> float:
+    """argparse type for sampling settings: a finite float. ``float("nan")`` and ``float("inf")`` parse, but
+    NaN guidance silently means no guidance and inf collapses every sample to one token."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
 
 
 def _add_inception_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,7 +76,12 @@ def _device(name: str | None) -> Any:
 
 
 def _image_batches(args: argparse.Namespace, resolution: int, batch_size: int) -> Any:
-    """Center-cropped [-1, 1] batches of the chosen split (the reference eval transform, §6/§8)."""
+    """Center-cropped [-1, 1] batches of the chosen split (the reference eval transform, §6/§8).
+
+    Each image goes through ``image_transform(resolution, train=False)``, i.e.
+    :func:`ibq_hf.image_processing.preprocess` with the ``"reference"`` protocol: the same pixels as
+    ``reconstruct(..., resolution=R)`` and code extraction.
+    """
     from torch.utils.data import DataLoader
 
     from ..training.data import collate_images, load_image_dataset
@@ -203,18 +222,26 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=50, help="images per forward (default 50)")
     parser.add_argument("--seed", type=int, default=42, help="global seed (default 42, as the reference)")
     parser.add_argument(
-        "--guidance-scale", type=float, default=None, help="default: the model's generation_config"
+        "--guidance-scale", type=finite_float, default=None, help="default: the model's generation_config"
     )
     parser.add_argument(
-        "--temperature", type=float, default=None, help="default: the model's generation_config"
+        "--temperature", type=finite_float, default=None, help="default: the model's generation_config"
     )
     parser.add_argument("--top-k", type=int, default=None, help="default: generation_config (0 = off)")
-    parser.add_argument("--top-p", type=float, default=None, help="default: generation_config (1.0 = off)")
+    parser.add_argument(
+        "--top-p", type=finite_float, default=None, help="default: generation_config (1.0 = off)"
+    )
     parser.add_argument(
         "--rounding",
         choices=("round", "truncate"),
         default="round",
         help="uint8 conversion: round 255·x (default, like saved PNGs) or truncate (the reference's astype)",
+    )
+    parser.add_argument(
+        "--no-shuffle",
+        action="store_true",
+        help="write the images in class order (default: a seeded shuffle, so Inception Score's contiguous splits "
+        "of 5,000 each see every class)",
     )
     parser.add_argument("--device", default=None, help="torch device (default: the accelerate device)")
     parser.add_argument("--no-progress", action="store_true")
@@ -249,6 +276,7 @@ def run_sample(args: argparse.Namespace) -> dict[str, Any] | None:
         rounding=args.rounding,
         accelerator=state if state.num_processes > 1 else None,
         progress=not args.no_progress and state.is_local_main_process,
+        shuffle=not args.no_shuffle,
     )
     if settings is not None:
         settings["model"] = args.model

@@ -17,6 +17,7 @@ import evaluate
 import numpy as np
 import torch
 
+from ..image_processing import to_rgb
 from ..quantizer import CodebookUsage
 from .errors import InceptionLogitsUnavailableError
 from .features import InceptionFeatureAccumulator
@@ -49,7 +50,8 @@ def as_image_batch(images: Any) -> torch.Tensor | np.ndarray:
         return images
     if isinstance(images, Sequence) and len(images) and isinstance(images[0], torch.Tensor):
         return torch.stack(list(images))
-    arrays = [np.asarray(im.convert("RGB") if hasattr(im, "convert") else im) for im in images]
+    # PIL images through the one mode conversion (16-bit PNGs scaled to 8 bits, not clipped to white).
+    arrays = [np.asarray(to_rgb(im) if hasattr(im, "convert") else im) for im in images]
     shapes = {a.shape for a in arrays}
     if len(shapes) != 1:
         raise ValueError(f"All images of a batch must have the same size, got shapes {sorted(shapes)}.")

@@ -33,6 +33,7 @@ __all__ = [
     "image_seed",
     "results_markdown",
     "sample_for_fid",
+    "sample_order",
     "write_results",
 ]
 
@@ -59,6 +60,10 @@ def evaluate_tokenizer(
     unavailable: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Reconstruct every batch ([B, 3, H, W] in [-1, 1]) and measure it against the original.
+
+    The batches are the protocol's pixels: ``ibq-hf evaluate tokenizer`` builds them with
+    :func:`ibq_hf.image_processing.preprocess` (through the evaluation data path); for pictures in memory use
+    :func:`ibq_hf.image_processing.images_to_tensor` with ``resolution``, which gives the same pixels.
 
     rFID compares Inception features of the float originals and the clamped float reconstructions (not uint8),
     PSNR/SSIM use the uint8-truncated images, LPIPS the [-1, 1] pair, usage the token ids (§6).
@@ -132,6 +137,24 @@ def image_seed(seed: int, index: int) -> int:
     )
 
 
+# Mixed into the seed of the file order so that it is not correlated with any image's own seed.
+_ORDER_STREAM = 0x5F0D_E12
+
+
+def sample_order(seed: int, total: int, shuffle: bool = True) -> np.ndarray:
+    """Global image index at each position of the sample file: int64 [total], a permutation of ``range(total)``.
+
+    Image ``i`` (class ``classes[i // images_per_class]``, generator seed `image_seed(seed, i)`) is written at
+    the position ``p`` where ``order[p] == i``. Shuffled (the default, like the reference's ``combine_npz.py``,
+    but seeded by ``seed``) so that Inception Score's contiguous splits of 5,000 each see every class in
+    proportion; ``shuffle=False`` gives class order. Depends only on ``(seed, total)``.
+    """
+    if not shuffle:
+        return np.arange(total, dtype=np.int64)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, _ORDER_STREAM]))
+    return rng.permutation(total).astype(np.int64)
+
+
 def _to_uint8(images01: torch.Tensor, rounding: str) -> np.ndarray:
     """[B, 3, H, W] in [0, 1] → uint8 [B, H, W, 3]; "round" (like PIL output) or "truncate" (the reference)."""
     x = images01.float().clamp(0, 1).mul(255).permute(0, 2, 3, 1).cpu().numpy()
@@ -162,15 +185,20 @@ def sample_for_fid(
     rounding: str = "round",
     accelerator: Any | None = None,
     progress: bool = True,
+    shuffle: bool = True,
 ) -> dict[str, Any] | None:
     """Sample ``images_per_class`` images of every class (reference §5.3) into an ADM ``.npz``.
 
     Global image ``i`` has class ``classes[i // images_per_class]`` and its own generator seeded with
     `image_seed(seed, i)`; tokens are sampled in batches and each image is decoded alone, so the file does not
-    depend on the batch size or the number of processes. With an ``accelerate.Accelerator`` of W processes, rank r draws images r, r + W, ...
-    into a shard next to ``output``; rank 0 then merges them in index order (streamed) into ``arr_0`` (uint8
-    [N, H, W, 3]) and ``arr_1`` (labels), and writes ``<output>.json`` with the settings. Unset sampling settings
-    come from ``pipe.transformer.generation_config`` (the per-model temperature / CFG of the paper).
+    depend on the batch size or the number of processes. Position ``p`` of the file holds image
+    ``sample_order(seed, N, shuffle)[p]`` with its label: shuffled by default, because Inception Score is computed
+    over contiguous splits of the file and a class-sorted file gives each split only a few classes (the reference
+    shuffles before writing too). Images are generated in file order, so the writer streams. With an
+    ``accelerate.Accelerator`` of W processes, rank r draws positions r, r + W, ... into a shard next to
+    ``output``; rank 0 then merges them in position order (streamed) into ``arr_0`` (uint8 [N, H, W, 3]) and
+    ``arr_1`` (labels), and writes ``<output>.json`` with the settings. Unset sampling settings come from
+    ``pipe.transformer.generation_config`` (the per-model temperature / CFG of the paper).
     Returns the settings dict on rank 0, None elsewhere.
     """
     if rounding not in ("round", "truncate"):
@@ -187,13 +215,14 @@ def sample_for_fid(
     rank = accelerator.process_index if accelerator is not None else 0
     world = accelerator.num_processes if accelerator is not None else 1
     total = len(classes) * images_per_class
-    mine = list(range(rank, total, world))
+    order = sample_order(seed, total, shuffle)  # file position -> global image index
+    mine = list(range(rank, total, world))  # this rank's file positions
     shard_path = f"{output}.rank{rank}-of-{world}.npy"
     shard = None
     start = time.perf_counter()
     bar = _progress(len(mine), f"sampling (rank {rank})", progress)
     for begin in range(0, len(mine), batch_size):
-        chunk = mine[begin : begin + batch_size]
+        chunk = [int(order[p]) for p in mine[begin : begin + batch_size]]
         labels = [classes[i // images_per_class] for i in chunk]
         generators = [torch.Generator().manual_seed(image_seed(seed, i)) for i in chunk]
         tokens = pipe(
@@ -223,7 +252,7 @@ def sample_for_fid(
         return None
     shards = [np.load(f"{output}.rank{r}-of-{world}.npy", mmap_mode="r") for r in range(world) if r < total]
     shape = shards[0].shape[1:]
-    labels_all = np.array([classes[i // images_per_class] for i in range(total)], dtype=np.int64)
+    labels_all = np.asarray(classes, dtype=np.int64)[order // images_per_class]
     with NpzImageWriter(output, total, shape) as writer:
         for begin in range(0, total, 1024):
             idx = np.arange(begin, min(begin + 1024, total))
@@ -241,6 +270,9 @@ def sample_for_fid(
         "image_shape": list(shape),
         "seed": seed,
         "seeding": "image i uses torch.Generator().manual_seed(image_seed(seed, i)); class = classes[i // per_class]",
+        "order": "shuffled: position p holds image sample_order(seed, num_images)[p]"
+        if shuffle
+        else "class order: position p holds image p",
         "guidance_scale": guidance_scale
         if guidance_scale is not None
         else getattr(config, "guidance_scale", None),

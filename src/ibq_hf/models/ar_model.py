@@ -14,6 +14,8 @@ adaLN condition), temperature / top-k / top-p, and one uniform draw per sample a
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -36,6 +38,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from ..errors import CheckpointKeyError
 from .configuration_ar import IBQARConfig
 
 __all__ = [
@@ -322,6 +325,21 @@ def _sample_from_probs(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Ten
     return ids.clamp_(max=probs.shape[-1] - 1)[:, 0]
 
 
+def _finite_number(name: str, value: Any) -> float:
+    """``float(value)``, refusing NaN and ±inf: ``guidance_scale=nan`` would silently switch guidance off (every
+    comparison with NaN is False) and ``inf`` or ``temperature=nan`` would turn every sample into one token."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__}).") from None
+    if not math.isfinite(number):
+        raise ValueError(
+            f"{name} must be a finite number, got {number}; NaN or infinite sampling settings produce "
+            "meaningless tokens. Pass a finite value (or leave it unset for the model's default)."
+        )
+    return number
+
+
 @dataclass(frozen=True)
 class _GenerationSettings:
     guidance_scale: float
@@ -381,6 +399,47 @@ class IBQARForImageGeneration(PreTrainedModel, GenerationMixin):
         self.generation_config = GenerationConfig(do_sample=True, temperature=1.0, top_k=0, top_p=1.0)
 
     # ---- weights ------------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike | None, *model_args: Any, **kwargs: Any
+    ) -> Any:
+        """``PreTrainedModel.from_pretrained`` that refuses incomplete or mismatched weights instead of logging.
+
+        transformers re-initialises missing parameters randomly and only logs a load report, so an AR checkpoint
+        with a missing key samples garbage. Here any missing, unexpected or mis-shaped key raises
+        :class:`~ibq_hf.errors.CheckpointKeyError` naming the keys. Two opt-outs, as in transformers:
+        ``output_loading_info=True`` returns ``(model, loading_info)`` and raises nothing for missing/unexpected
+        keys (what transformers' own model tests rely on); ``ignore_mismatched_sizes=True`` re-initialises
+        mis-shaped parameters instead of raising for them.
+        """
+        if kwargs.pop("output_loading_info", False):
+            return super().from_pretrained(
+                pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
+            )
+        ignore_mismatched = bool(kwargs.pop("ignore_mismatched_sizes", False))
+        model, info = super().from_pretrained(
+            pretrained_model_name_or_path,
+            *model_args,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,  # report mis-shaped keys (checked below) instead of a bare RuntimeError
+            **kwargs,
+        )
+        missing, unexpected = info.get("missing_keys", ()), info.get("unexpected_keys", ())
+        mismatched = [] if ignore_mismatched else list(info.get("mismatched_keys", ()))
+        if missing or unexpected or mismatched:
+            where = pretrained_model_name_or_path
+            subfolder = kwargs.get("subfolder")
+            raise CheckpointKeyError(
+                f"IBQARForImageGeneration weights in {where}{f'/{subfolder}' if subfolder else ''}",
+                missing=missing,
+                unexpected=unexpected,
+                mismatched=[(k, tuple(ckpt), tuple(own)) for k, ckpt, own in mismatched],
+                hint="The weight file is incomplete or belongs to another architecture or config.json; re-save it "
+                "with save_pretrained or re-run the conversion. Pass output_loading_info=True to load anyway "
+                "and get the report.",
+            )
+        return model
 
     def _init_weights(self, module: nn.Module) -> None:
         """Reference init (§4.5): N(0, 0.02) linears/embeddings, adaLN gamma rows × ``alng`` and the rest × 0.5,
@@ -824,13 +883,15 @@ class IBQARForImageGeneration(PreTrainedModel, GenerationMixin):
                 value = getattr(config, name, None)
             values[name] = default if value is None else value
         settings = _GenerationSettings(
-            guidance_scale=float(values["guidance_scale"]),
+            guidance_scale=_finite_number("guidance_scale", values["guidance_scale"]),
             guidance_schedule=str(values["guidance_schedule"]),
-            guidance_cutoff=None if values["guidance_cutoff"] is None else int(values["guidance_cutoff"]),
+            guidance_cutoff=None
+            if values["guidance_cutoff"] is None
+            else int(_finite_number("guidance_cutoff", values["guidance_cutoff"])),
             do_sample=bool(values["do_sample"]),
-            temperature=float(values["temperature"]),
-            top_k=int(values["top_k"]),
-            top_p=float(values["top_p"]),
+            temperature=_finite_number("temperature", values["temperature"]),
+            top_k=int(_finite_number("top_k", values["top_k"])),
+            top_p=_finite_number("top_p", values["top_p"]),
             cache_implementation=str(values["cache_implementation"]),
             compile_config=values["compile_config"],
         )

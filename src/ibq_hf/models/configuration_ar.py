@@ -8,6 +8,8 @@ comes from.
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
 from huggingface_hub.dataclasses import strict
@@ -53,6 +55,47 @@ ORIGINAL_CONFIG_KEYS: dict[str, str] = {
     "initializer_range": "initalizer_range",
     "adaln_gamma_init": "alng",
 }
+
+
+# Fields a saved config must state because the weights depend on them: loading a ``config.json`` without one of
+# them raises instead of silently using the "B" default (``grid_size`` and ``num_attention_heads`` are not even
+# visible in the weight shapes). ``intermediate_size`` may be given as ``multiple_of`` (+ ``ffn_dim_multiplier``)
+# instead. The other fields (dropouts, label dropout, init) only matter for training and default to the
+# reference's values (§4).
+REQUIRED_CONFIG_FIELDS: tuple[str, ...] = (
+    "vocab_size",
+    "num_classes",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "grid_size",
+    "rope_base",
+    "rms_norm_eps",
+)
+
+_INT_FIELDS = (
+    "vocab_size",
+    "num_classes",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "multiple_of",
+    "grid_size",
+)
+_FLOAT_FIELDS = (
+    "ffn_dim_multiplier",
+    "rope_base",
+    "rms_norm_eps",
+    "resid_dropout",
+    "ffn_dropout",
+    "attention_dropout",
+    "token_dropout",
+    "class_dropout_prob",
+    "initializer_range",
+    "adaln_gamma_init",
+)
 
 
 def find_multiple(n: int, k: int) -> int:
@@ -126,12 +169,57 @@ class IBQARConfig(PreTrainedConfig):
     adaln_gamma_init: float = 1e-3
 
     def __post_init__(self, **kwargs: Any) -> None:
+        self._check_types()
         if self.intermediate_size is None:
             self.intermediate_size = swiglu_hidden_size(
                 self.hidden_size, self.multiple_of, self.ffn_dim_multiplier
             )
         self._check_values()
         super().__post_init__(**kwargs)
+
+    def _check_types(self) -> None:
+        """Integers where the architecture needs integers, finite real numbers elsewhere (a ``config.json`` edited by
+        hand can hold ``"128"`` or ``2.5``; without this they fail deep inside the model or silently round)."""
+        for name in _INT_FIELDS:
+            value = getattr(self, name)
+            if name == "intermediate_size" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ValueError(
+                    f"IBQARConfig.{name} must be an integer, got {value!r} ({type(value).__name__}); write it "
+                    f"without quotes or decimals in config.json, e.g. {name}: 16."
+                )
+            setattr(self, name, int(value))  # numpy integers → int (JSON-serialisable)
+        for name in _FLOAT_FIELDS:
+            value = getattr(self, name)
+            if name == "ffn_dim_multiplier" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise ValueError(
+                    f"IBQARConfig.{name} must be a finite number, got {value!r} ({type(value).__name__})."
+                )
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> Any:
+        """Build a config from a saved ``config.json`` dict, refusing one that lacks a field the weights need.
+
+        transformers fills absent fields with the class defaults (the "B" model), so a config without
+        ``grid_size`` would load as a 16×16 grid and sample garbage; :data:`REQUIRED_CONFIG_FIELDS` must be in the
+        file (or passed as keyword overrides). ``IBQARConfig()`` and keyword construction keep their defaults.
+        """
+        given = {k for source in (config_dict, kwargs) for k, v in source.items() if v is not None}
+        missing = [name for name in REQUIRED_CONFIG_FIELDS if name not in given]
+        if "intermediate_size" in missing and "multiple_of" in given:
+            # derived from multiple_of (and ffn_dim_multiplier), as the original does
+            missing.remove("intermediate_size")
+        if missing:
+            where = kwargs.get("name_or_path") or config_dict.get("_name_or_path")
+            raise ValueError(
+                f"The saved IBQARConfig{f' of {where}' if where else ''} lacks {missing}: these fields decide what "
+                "the weights compute and have no safe default. Add them to config.json (re-save the model with "
+                "save_pretrained, or copy them from the config the weights were trained with)."
+            )
+        return super().from_dict(config_dict, **kwargs)
 
     def _check_values(self) -> None:
         positive = ("vocab_size", "num_classes", "hidden_size", "num_hidden_layers", "num_attention_heads")

@@ -7,6 +7,7 @@ Images are ``[B, 3, H, W]`` in ``[-1, 1]``; a 256² image gives a 16×16 grid of
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from torch import nn
 
 from ..errors import CheckpointKeyError
 from ..quantizer import IBQQuantizer
+from .vanilla_quantizer import VanillaVectorQuantizer
 from .vq_blocks import Decoder, Encoder
 
 __all__ = [
@@ -55,6 +57,41 @@ TOKENIZER_PRESETS: dict[str, dict] = {
 
 # Inputs whose values reach beyond this are almost certainly not in [-1, 1] (e.g. [0, 255]).
 _RANGE_WARN_LIMIT = 1.5
+
+#: Config fields a saved tokenizer must state: they decide the weight layout and the default input size (the
+#: loss, dropout and quantizer-implementation fields default to the released tokenizers' values).
+REQUIRED_CONFIG_FIELDS: tuple[str, ...] = (
+    "in_channels",
+    "out_channels",
+    "resolution",
+    "ch",
+    "ch_mult",
+    "num_res_blocks",
+    "attn_resolutions",
+    "z_channels",
+    "embed_dim",
+    "num_embeddings",
+)
+_INT_FIELDS = ("in_channels", "out_channels", "resolution", "ch", "num_res_blocks", "z_channels", "embed_dim",
+               "num_embeddings")  # fmt: skip
+
+
+def _check_config_types(values: dict) -> None:
+    """Integers where the architecture needs them (a hand-edited ``config.json`` may hold ``"128"``)."""
+
+    def is_int(v: object) -> bool:
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+    for name in _INT_FIELDS:
+        if not is_int(values[name]):
+            raise ValueError(
+                f"IBQVQModel config field {name} must be an integer, got {values[name]!r} "
+                f"({type(values[name]).__name__}); write it without quotes or decimals."
+            )
+    for name in ("ch_mult", "attn_resolutions"):
+        value = values[name]
+        if isinstance(value, (str, bytes)) or not all(is_int(v) for v in value):
+            raise ValueError(f"IBQVQModel config field {name} must be a list of integers, got {value!r}.")
 
 
 @dataclass
@@ -123,12 +160,15 @@ class IBQVQModel(ModelMixin, ConfigMixin):
         batch_maximization_weight (`float`, defaults to 1.0): weight of the batch-mean entropy term.
         quantizer_chunk_size (`int`, *optional*): codebook chunk of the memory-efficient quantizer
             path; ``None`` chooses automatically (see :class:`~ibq_hf.IBQQuantizer`).
+        quantizer_type (`str`, defaults to ``"ibq"``): ``"ibq"`` (the product) or ``"vanilla"``, the VQGAN
+            nearest-code baseline (:class:`~ibq_hf.models.vanilla_quantizer.VanillaVectorQuantizer`) for
+            experiments that change only the quantizer; it ignores the entropy settings.
     """
 
     _supports_gradient_checkpointing = True
     _skip_layerwise_casting_patterns = ["quantize"]
     _keep_in_fp32_modules = ["quantize"]
-    _no_split_modules = ["ResnetBlock", "AttnBlock", "IBQQuantizer"]
+    _no_split_modules = ["ResnetBlock", "AttnBlock", "IBQQuantizer", "VanillaVectorQuantizer"]
 
     @register_to_config
     def __init__(
@@ -150,8 +190,23 @@ class IBQVQModel(ModelMixin, ConfigMixin):
         sample_minimization_weight: float = 1.0,
         batch_maximization_weight: float = 1.0,
         quantizer_chunk_size: int | None = None,
+        quantizer_type: str = "ibq",
     ) -> None:
         super().__init__()
+        _check_config_types(
+            {
+                "in_channels": in_channels,
+                "out_channels": out_channels,
+                "resolution": resolution,
+                "ch": ch,
+                "ch_mult": ch_mult,
+                "num_res_blocks": num_res_blocks,
+                "attn_resolutions": attn_resolutions,
+                "z_channels": z_channels,
+                "embed_dim": embed_dim,
+                "num_embeddings": num_embeddings,
+            }
+        )
         arch = {
             "ch": ch,
             "ch_mult": tuple(ch_mult),
@@ -163,16 +218,25 @@ class IBQVQModel(ModelMixin, ConfigMixin):
         }
         self.encoder = Encoder(in_channels=in_channels, **arch)
         self.decoder = Decoder(out_channels=out_channels, **arch)
-        self.quantize = IBQQuantizer(
-            num_embeddings,
-            embed_dim,
-            beta=beta,
-            use_entropy_loss=use_entropy_loss,
-            entropy_temperature=entropy_temperature,
-            sample_minimization_weight=sample_minimization_weight,
-            batch_maximization_weight=batch_maximization_weight,
-            chunk_size=quantizer_chunk_size,
-        )
+        if quantizer_type == "ibq":
+            self.quantize = IBQQuantizer(
+                num_embeddings,
+                embed_dim,
+                beta=beta,
+                use_entropy_loss=use_entropy_loss,
+                entropy_temperature=entropy_temperature,
+                sample_minimization_weight=sample_minimization_weight,
+                batch_maximization_weight=batch_maximization_weight,
+                chunk_size=quantizer_chunk_size,
+            )
+        elif quantizer_type == "vanilla":
+            if use_entropy_loss:
+                raise ValueError(
+                    "quantizer_type='vanilla' has no entropy loss; pass use_entropy_loss=False with it."
+                )
+            self.quantize = VanillaVectorQuantizer(num_embeddings, embed_dim, beta=beta)
+        else:
+            raise ValueError(f"quantizer_type must be 'ibq' or 'vanilla', got {quantizer_type!r}.")
         self.quant_conv = nn.Conv2d(z_channels, embed_dim, kernel_size=1)
         self.post_quant_conv = nn.Conv2d(embed_dim, z_channels, kernel_size=1)
         self._warned_input_range = False
@@ -192,17 +256,40 @@ class IBQVQModel(ModelMixin, ConfigMixin):
         return cls(**{**TOKENIZER_PRESETS[key], **overrides})
 
     @classmethod
+    def extract_init_dict(cls, config_dict, **kwargs):
+        """diffusers' config → ``__init__`` arguments, refusing a config that lacks an architecture field.
+
+        diffusers fills absent fields with the ``__init__`` defaults (the ImageNet architecture), which for a
+        saved tokenizer means weights loaded into the wrong layout or the wrong default resolution; every field
+        of :data:`REQUIRED_CONFIG_FIELDS` must be in ``config.json`` (or passed as a keyword). Constructing the
+        model directly keeps the defaults.
+        """
+        present = {k for k, v in config_dict.items() if v is not None} | set(kwargs)
+        missing = [name for name in REQUIRED_CONFIG_FIELDS if name not in present]
+        if missing:
+            raise ValueError(
+                f"The saved IBQVQModel config lacks {missing}: these fields decide the weight layout and have no "
+                "safe default. Add them to config.json (re-save the tokenizer with save_pretrained, or re-run "
+                "the conversion)."
+            )
+        return super().extract_init_dict(config_dict, **kwargs)
+
+    @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """``ModelMixin.from_pretrained`` that refuses incomplete weights instead of warning.
 
         diffusers only logs missing or unexpected keys and leaves those parameters randomly
         initialised; a tokenizer with a random layer silently produces garbage, so any mismatch raises
-        :class:`~ibq_hf.errors.CheckpointKeyError` listing the keys.
+        :class:`~ibq_hf.errors.CheckpointKeyError` listing the keys (a mis-shaped key raises diffusers'
+        ``ValueError`` naming it). ``output_loading_info=True`` asks for the report instead, as in transformers:
+        it returns ``(model, loading_info)`` and raises nothing for missing or unexpected keys.
         """
         return_info = kwargs.pop("output_loading_info", False)
         model, info = super().from_pretrained(
             pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
         )
+        if return_info:
+            return model, info
         missing, unexpected = info.get("missing_keys", []), info.get("unexpected_keys", [])
         mismatched = info.get("mismatched_keys", [])
         if missing or unexpected or mismatched:
@@ -214,7 +301,7 @@ class IBQVQModel(ModelMixin, ConfigMixin):
                 hint="The weight file is incomplete or belongs to another architecture; re-save it with "
                 "save_pretrained or re-run the conversion.",
             )
-        return (model, info) if return_info else model
+        return model
 
     # -- properties ---------------------------------------------------------------------------------
 
@@ -258,6 +345,20 @@ class IBQVQModel(ModelMixin, ConfigMixin):
                 f"pixel_values must be a floating-point tensor in [-1, 1], got dtype {pixel_values.dtype}; "
                 "convert uint8 images with x.float() / 127.5 - 1."
             )
+        # One fp32 reduction: a NaN or inf anywhere makes the sum non-finite (then count exactly). Without this
+        # check one NaN pixel turns every code index into 0 and decodes to a normal-looking image.
+        if (
+            pixel_values.numel()
+            and not torch.compiler.is_compiling()
+            and not torch.isfinite(pixel_values.sum(dtype=torch.float32))
+        ):
+            bad = int((~torch.isfinite(pixel_values)).sum())
+            if bad:
+                raise ValueError(
+                    f"pixel_values contains {bad} non-finite value(s) (NaN or inf) out of {pixel_values.numel()}; "
+                    "the tokenizer cannot encode them. Check how the images were loaded or normalised (e.g. a "
+                    "division by a zero range) and pass finite values in [-1, 1]."
+                )
         if not self._warned_input_range and pixel_values.numel():
             lo, hi = float(pixel_values.min()), float(pixel_values.max())
             if lo < -_RANGE_WARN_LIMIT or hi > _RANGE_WARN_LIMIT:

@@ -7,6 +7,7 @@ runs with the inference-only install.
 from ibq_hf.training.data import (
     DataStats,
     GatedDatasetError,
+    ImageBatches,
     ImageStream,
     ImageTransform,
     collate_images,
@@ -27,6 +28,7 @@ __all__ = [
     "DataStats",
     "EMAModel",
     "GatedDatasetError",
+    "ImageBatches",
     "ImageStream",
     "ImageTransform",
     "LeCamRegularizer",

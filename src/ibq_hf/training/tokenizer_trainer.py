@@ -52,6 +52,7 @@ from ibq_hf.training.losses import (
     hinge_d_loss,
     non_saturating_g_loss,
 )
+from ibq_hf.training.stream_trainer import StreamResumeMixin
 
 logger = logging.get_logger(__name__)
 
@@ -158,7 +159,7 @@ class _EMAStepCallback(TrainerCallback):
         self.trainer.ema.step(self.trainer.gan.generator)
 
 
-class IBQTokenizerTrainer(AtomicCheckpointMixin, Trainer):
+class IBQTokenizerTrainer(StreamResumeMixin, AtomicCheckpointMixin, Trainer):
     """``Trainer`` for the IBQ tokenizer GAN (atomic checkpoints); the model must be an :class:`IBQTokenizerGAN`."""
 
     args: IBQTokenizerTrainingArguments
@@ -267,6 +268,24 @@ class IBQTokenizerTrainer(AtomicCheckpointMixin, Trainer):
         self._window_calls = 0
         self._window_disc_terms: dict[str, torch.Tensor] | None = None
 
+    def _step_with_loss_scaler(self, optimizer: torch.optim.Optimizer) -> bool:
+        """Step ``optimizer`` through accelerate's fp16 ``GradScaler`` when there is one; returns False if skipped.
+
+        With a scaler (``--fp16``) the gradients are unscaled and checked: on inf/NaN the step is skipped and the
+        scale backs off, exactly what accelerate's ``AcceleratedOptimizer`` does for the generator (which cannot
+        step the discriminator itself: under gradient accumulation D steps on the window's first micro-batch,
+        while accelerate only steps at the last). One scaler serves both: D's ``update`` runs before any
+        generator backward of the window, so each optimizer's gradients carry a single scale.
+        """
+        scaler = self.accelerator.scaler
+        if scaler is None:
+            optimizer.step()
+            return True
+        scale = scaler.get_scale()
+        scaler.step(optimizer)  # unscale_, inf check, step unless found
+        scaler.update()
+        return scaler.get_scale() >= scale  # the scale backs off exactly when the step was skipped
+
     def _discriminator_step(self, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
         """One discriminator optimizer step on ``pairs`` of (x, x̂.detach()) micro-batches.
 
@@ -284,10 +303,10 @@ class IBQTokenizerTrainer(AtomicCheckpointMixin, Trainer):
             hinge = hinge_d_loss(logits_real, logits_fake)
             lecam = gan.lecam(logits_real, logits_fake)
             d_loss = a.lecam_loss_weight * lecam + hinge
-        self.accelerator.backward(d_loss)
-        self._all_reduce_grads(gan.discriminator)
-        self.disc_optimizer.step()
-        self.disc_scheduler.step()
+        self.accelerator.backward(d_loss)  # scaled by accelerate's GradScaler under --fp16
+        self._all_reduce_grads(gan.discriminator)  # an inf on any rank reaches every rank: all skip together
+        if self._step_with_loss_scaler(self.disc_optimizer):
+            self.disc_scheduler.step()  # as Trainer does for G: a skipped step does not advance the schedule
         self.disc_optimizer.zero_grad(set_to_none=True)
         return {
             "d_loss": d_loss.detach(), "d_hinge_loss": hinge.detach(), "lecam_loss": lecam.detach(),
