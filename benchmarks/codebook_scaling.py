@@ -96,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "codebook_scaling.json")
     parser.add_argument("--figure", type=Path, default=None, help="write the PNG figure here")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the finished runs of --output (same settings and commit required) and run only the rest",
+    )
     return parser
 
 
@@ -266,9 +271,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "deviations": ["no LPIPS term (VGG weights unavailable offline)", "EMA decay 0.99 (short runs)"],
         "runs": [],
     }
-    started = time.perf_counter()
+    if args.resume and args.output.exists():
+        result = _resumed(result, json.loads(args.output.read_text()))
+    done = {(r["K"], r["arm"]) for r in result["runs"]}
+    started = time.perf_counter() - result.get("total_seconds", 0.0)
     for k in args.sizes:
         for arm in args.arms:
+            if (k, arm) in done:
+                continue
             out_dir = Path(tmp.name) / f"{arm}-{k}"
             argv = [
                 "--train_data_dir", str(data_dir), "--resolution", str(args.resolution),
@@ -301,6 +311,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         write_figure(result, args.figure)
     tmp.cleanup()
     return result
+
+
+_RUN_INDEPENDENT = ("sizes", "arms", "threads", "resume")
+
+
+def _resumed(fresh: dict[str, Any], previous: dict[str, Any]) -> dict[str, Any]:
+    """``previous`` continued: refused when its settings (other than which runs) or its commit differ."""
+    keep = {k: v for k, v in fresh["settings"].items() if k not in _RUN_INDEPENDENT}
+    old = {k: v for k, v in previous.get("settings", {}).items() if k not in _RUN_INDEPENDENT}
+    if keep != old or fresh["commit"] != previous.get("commit"):
+        raise SystemExit(
+            "--resume: the existing results were made with other settings or another commit "
+            f"({previous.get('commit')} vs {fresh['commit']}); use another --output or drop --resume."
+        )
+    previous["settings"] = fresh["settings"]
+    previous.setdefault("resumed_at", []).append(fresh["date"])
+    return previous
 
 
 def write_figure(result: dict[str, Any], path: Path) -> None:

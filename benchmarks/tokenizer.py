@@ -5,7 +5,7 @@ channels, ch_mult (1, 1, 2, 2, 4), 4 res blocks per level) with **random weights
 depend on the weight values. Inputs are 256² images (a 16×16 grid); decode gets the indices encode produced.
 
 Variants: ``fp32`` (eager); on CUDA also ``bf16`` (bf16 weights with the quantizer kept in fp32, what
-``from_pretrained(..., torch_dtype=torch.bfloat16)`` gives) and ``bf16+compile`` (``torch.compile`` of the
+``from_pretrained(..., dtype=torch.bfloat16)`` gives) and ``bf16+compile`` (``torch.compile`` of the
 encoder and decoder). Each figure is the median of the timed calls after one warm-up call; peak memory is
 measured over the timed calls (CUDA ``max_memory_allocated``; on CPU the process's peak RSS after a reset).
 

@@ -50,6 +50,7 @@ from ibq_hf.training.ar_trainer import (
     write_ar_model_card,
 )
 from ibq_hf.training.distributed import check_ranks_in_sync
+from ibq_hf.training.script_parser import TrainingScriptParser
 
 logger = logging.get_logger(__name__)
 
@@ -276,7 +277,13 @@ def _train_and_export(trainer: IBQARTrainer, args, vqvae, source: str | None, pu
 
 def parse_arguments(argv: list[str] | None = None) -> tuple[ScriptArguments, IBQARTrainingArguments]:
     """The two argument dataclasses, with ``script.explicit_options`` = the options ``argv`` sets."""
-    parser = HfArgumentParser((ScriptArguments, IBQARTrainingArguments))
+    parser = TrainingScriptParser(
+        (ScriptArguments, IBQARTrainingArguments),
+        groups={
+            ScriptArguments: "data and model (train_ar.py)",
+            IBQARTrainingArguments: "IBQ AR training (optimizer, schedule; reference defaults)",
+        },
+    )
     argv = sys.argv[1:] if argv is None else argv
     script, args = parser.parse_args_into_dataclasses(args=argv)
     script.explicit_options = _explicit_options(parser, argv)
@@ -329,4 +336,6 @@ def main(argv: list[str] | None = None) -> IBQARTrainer:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from ibq_hf.errors import run_script_main
+
+    run_script_main(main, sys.argv[1:], "train_ar.py")

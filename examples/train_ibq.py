@@ -20,11 +20,12 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from transformers import HfArgumentParser, set_seed
+from transformers import set_seed
 
 from ibq_hf import IBQVQModel
 from ibq_hf.training.data import collate_images, load_image_dataset
 from ibq_hf.training.distributed import check_ranks_in_sync
+from ibq_hf.training.script_parser import TrainingScriptParser
 from ibq_hf.training.tokenizer_trainer import (
     IBQTokenizerTrainer,
     IBQTokenizerTrainingArguments,
@@ -98,7 +99,13 @@ def build_generator(script: ScriptArguments) -> IBQVQModel:
 
 def main(argv: list[str] | None = None) -> IBQTokenizerTrainer:
     """Parse flags, train, export the EMA tokenizer; returns the trainer (for tests and notebooks)."""
-    parser = HfArgumentParser((ScriptArguments, IBQTokenizerTrainingArguments))
+    parser = TrainingScriptParser(
+        (ScriptArguments, IBQTokenizerTrainingArguments),
+        groups={
+            ScriptArguments: "data and tokenizer (train_ibq.py)",
+            IBQTokenizerTrainingArguments: "IBQ tokenizer training (losses, EMA, schedule; reference defaults)",
+        },
+    )
     script, args = parser.parse_args_into_dataclasses(args=argv)
     push, hub_id = args.push_to_hub, args.hub_model_id
     args.push_to_hub = False  # push once, after the export is complete on disk
@@ -142,4 +149,6 @@ def main(argv: list[str] | None = None) -> IBQTokenizerTrainer:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from ibq_hf.errors import run_script_main
+
+    run_script_main(main, sys.argv[1:], "train_ibq.py")

@@ -370,7 +370,9 @@ class IBQDemo:
         if isinstance(value, bool):
             raise _fail(f"Class must be an id or a name, got {value!r}.")
         if isinstance(value, (int, float, np.integer, np.floating)):
-            if float(value) != int(value):
+            if not math.isfinite(value) or float(value) != int(
+                value
+            ):  # int(nan) would raise a bare ValueError
                 raise _fail(f"Class id must be a whole number, got {value!r}.")
             class_id = int(value)
         elif isinstance(value, str):
@@ -381,8 +383,9 @@ class IBQDemo:
             else:
                 try:
                     return self.pipe.get_label_ids(text)[0]
-                except ValueError as error:
-                    raise _fail(str(error)) from None
+                except ValueError as error:  # unknown or ambiguous name; point at the page, not at `pipe`
+                    message = str(error).replace("listed in pipe.id2label", "listed in the Class dropdown")
+                    raise _fail(message) from None
         else:
             raise _fail(f"Class must be an id or a name, got {type(value).__name__}.")
         if not 0 <= class_id < self.num_classes:
@@ -739,7 +742,7 @@ def create_demo(
                     interactive=False,
                     elem_id="tok-map",
                 )
-            stats = gr.Markdown(elem_id="tok-stats")
+            stats = gr.Markdown(label="Summary", elem_id="tok-stats")  # the label names it in the API listing
 
         generate_button.click(
             on_generate,

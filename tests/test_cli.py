@@ -12,6 +12,7 @@ import torch
 from conftest import TINY_PIPELINE_AR_CONFIG, TINY_TOKENIZER_CONFIG
 from ibq_hf import IBQVQModel
 from ibq_hf.cli import main
+from ibq_hf.image_grid import auto_gutter
 from ibq_hf.models.ar_model import IBQARForImageGeneration
 from ibq_hf.models.configuration_ar import IBQARConfig
 from ibq_hf.pipeline import IBQPipeline
@@ -60,9 +61,11 @@ def photo(path: Path, height: int = 20, width: int = 24, seed: int = 0) -> Path:
 
 
 def test_generate_writes_a_grid_of_seeded_images(model_dir, pipe, tmp_path, capsys):
+    """Raw layout (--upscale 1 --gutter 0 --no-labels): the model's pixels edge to edge, image i with seed + i."""
     out = tmp_path / "grid.png"
     args = ["generate", "--model", str(model_dir), "--class", "3", "--class", "seven", "--num-images", "2",
-            "--seed", "5", "--output", str(out), "--device", "cpu", "--guidance-scale", "2"]  # fmt: skip
+            "--seed", "5", "--output", str(out), "--device", "cpu", "--guidance-scale", "2",
+            "--upscale", "1", "--gutter", "0", "--no-labels"]  # fmt: skip
     assert main(args) == 0
     assert "Saved a 2×2 grid of 16×16 images" in capsys.readouterr().out
     grid = PIL.Image.open(out)
@@ -71,6 +74,63 @@ def test_generate_writes_a_grid_of_seeded_images(model_dir, pipe, tmp_path, caps
     expected = pipe([3, 7], num_images_per_prompt=2, guidance_scale=2.0, generator=gens).images
     for got, want in zip(tiles(grid, 2, 2), expected):
         np.testing.assert_array_equal(got, np.asarray(want))
+
+
+def test_generate_default_grid_is_readable(model_dir, pipe, tmp_path, capsys):
+    """Issue 13, item 5: tiny tiles used to touch each other at 16 px; by default they are enlarged (nearest) to at
+    least 128 px, separated by a white gutter, and each row is labelled with its class name."""
+    out = tmp_path / "grid.png"
+    args = ["generate", "--model", str(model_dir), "--class", "3", "--class", "seven", "--num-images", "2",
+            "--seed", "5", "--output", str(out), "--device", "cpu"]  # fmt: skip
+    assert main(args) == 0
+    assert "shown 8× larger" in capsys.readouterr().out  # 16 px → 128 px
+    grid = np.asarray(PIL.Image.open(out).convert("RGB"))
+    expected = pipe(
+        [3, 7], num_images_per_prompt=2, generator=[torch.Generator().manual_seed(s) for s in range(5, 9)]
+    )
+    gutter = auto_gutter(128, 128)
+    assert gutter == 8
+    # The tiles fill the right-hand part: columns from the right edge, rows from the top.
+    height, width = grid.shape[:2]
+    assert height == 2 * 128 + gutter
+    left = width - (2 * 128 + gutter)
+    assert left > 0  # a label column
+    for index, image in enumerate(expected.images):
+        row, col = divmod(index, 2)
+        x, y = left + col * (128 + gutter), row * (128 + gutter)
+        want = np.asarray(image.resize((128, 128), PIL.Image.Resampling.NEAREST))
+        np.testing.assert_array_equal(grid[y : y + 128, x : x + 128], want)
+    assert (grid[128 : 128 + gutter, left:] == 255).all()  # the gutter between the rows is white
+    assert (grid[:, left + 128 : left + 128 + gutter] == 255).all()  # and between the columns
+    for row in range(2):  # each row has dark label pixels left of its tiles
+        label = grid[row * (128 + gutter) : row * (128 + gutter) + 128, :left]
+        assert (label < 128).any()
+
+
+def test_main_job_grid_of_the_bundled_digits_is_enlarged_and_labelled(tmp_path, capsys):
+    """scripts/main.sh runs `ibq-hf generate --model checkpoints/ibq-digits` with the default layout: 32×32 digits
+    are shown 4× (128 px tiles) with the digit's name left of each row."""
+    out = tmp_path / "digits.png"
+    model = str(Path(__file__).resolve().parents[1] / "checkpoints" / "ibq-digits")
+    args = ["generate", "--model", model, "--class", "3", "--class", "7", "--num-images", "2", "--seed", "0",
+            "--output", str(out), "--device", "cpu"]  # fmt: skip
+    assert main(args) == 0
+    assert "grid of 32×32 images, shown 4× larger" in capsys.readouterr().out
+    grid = np.asarray(PIL.Image.open(out).convert("L"))
+    height, width = grid.shape
+    assert height == 2 * 128 + 8
+    left = width - (2 * 128 + 8)
+    assert 0 < left < 128  # a narrow label column: "3", "7"
+    for row in range(2):
+        assert (grid[row * 136 : row * 136 + 128, :left] < 128).any()
+
+
+def test_generate_grid_options_are_checked_before_loading(model_dir, tmp_path, capsys):
+    base = ["generate", "--model", str(tmp_path / "never-loaded"), "--class", "1", "--output", "g.png"]
+    for option, value in (("--upscale", "0"), ("--upscale", "2.5"), ("--gutter", "-1")):
+        with pytest.raises(SystemExit) as info:
+            main([*base, option, value])
+        assert info.value.code == 2 and f"argument {option}" in capsys.readouterr().err
 
 
 def test_generate_unknown_class_is_one_clear_line(model_dir, tmp_path, capsys):
@@ -90,7 +150,7 @@ def test_generate_other_errors(model_dir, tmp_path, capsys):
     assert main(["generate", "--model", str(tmp_path / "nope"), "--class", "1", "--output", "g.png"]) == 2
     err = capsys.readouterr().err
     assert (
-        err.startswith(f"ibq-hf: error: Could not load --model '{tmp_path / 'nope'}'")
+        err.startswith(f"ibq-hf: error: Could not load --model '{tmp_path / 'nope'}': folder not found: ")
         and err.count("\n") == 1
     )
     args = ["generate", "--model", str(model_dir), "--class", "1", "--device", "cpu"]
@@ -98,6 +158,34 @@ def test_generate_other_errors(model_dir, tmp_path, capsys):
     assert "needs an image extension" in capsys.readouterr().err
     assert main([*args, "--output", str(tmp_path / "g.png"), "--num-images", "0"]) == 2
     assert "--num-images must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["generate", "reconstruct"])
+def test_a_mistyped_model_path_is_not_a_hub_problem(model_dir, tmp_path, monkeypatch, capsys, command):
+    """Issue 13, item 3: `--model ./x` used to fail with the Hub's repo-id naming rules or "Couldn't connect to the
+    Hub"; now a path that looks local and does not exist is "folder not found", with the near miss."""
+    monkeypatch.chdir(model_dir.parent)
+    picture = str(photo(tmp_path / "p.png"))
+    extra = ["--class", "1"] if command == "generate" else [picture]
+    for typo in ("./tinny", "tiny/../tinny", str(model_dir) + "x"):
+        args = [command, "--model", typo, *extra, "--output", str(tmp_path / "o.png"), "--device", "cpu"]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"ibq-hf: error: Could not load --model '{typo}': folder not found: {typo}")
+        assert "Did you mean" in err and "tiny'?" in err
+        assert "Hub" not in err.split("A model on the Hub")[0] and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", ["generate", "reconstruct"])
+def test_an_unreachable_repo_id_says_how_to_use_a_folder(tmp_path, capsys, command):
+    """Offline (the tests set HF_HUB_OFFLINE=1) and not cached: say so, and how to point at a local folder."""
+    extra = ["--class", "1"] if command == "generate" else [str(photo(tmp_path / "p.png"))]
+    args = [command, "--model", "someone/ibq-missing", *extra, "--output", str(tmp_path / "o.png")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "'someone/ibq-missing' is read as a Hugging Face Hub repo id" in err
+    assert "not in the local Hub cache" in err and "pass its folder path instead" in err
+    assert err.count("\n") == 1 and not (tmp_path / "o.png").exists()
 
 
 def test_reconstruct_a_picture(model_dir, pipe, tmp_path, capsys):

@@ -264,6 +264,62 @@ def test_bad_class_labels(pipe, labels, match):
         pipe(labels)
 
 
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({"class_labels": None}, ValueError, r"class_labels is required: pass a class id"),
+        ({"class_labels": {1, 2}}, TypeError, r"class_labels must be a class id, a class name, a list"),
+        ({"generator": 5}, ValueError, r"generator must be a torch.Generator or a list .*got 5 \(int\).*manual_seed"),
+        ({"generator": [5]}, ValueError, r"generator must be a torch.Generator or a list"),
+        ({"generator": 5, "do_sample": False}, ValueError, r"generator must be a torch.Generator"),
+        ({"top_k": 1.5}, ValueError, r"top_k must be a whole number, got 1\.5"),
+        ({"top_k": True}, ValueError, r"top_k must be a whole number, got True"),
+        ({"num_images_per_prompt": True}, ValueError, r"num_images_per_prompt must be a positive int .*got True"),
+        ({"num_images_per_prompt": 2.0}, ValueError, r"num_images_per_prompt must be a positive int"),
+        ({"generation_kwargs": {"guidance_cutoff": 2.5}}, ValueError, r"guidance_cutoff must be a whole number"),
+    ],
+    ids=["labels-none", "labels-set", "generator-int", "generator-list-of-int", "generator-int-greedy",
+         "top_k-float", "top_k-bool", "num-images-bool", "num-images-float", "cutoff-float"],
+)  # fmt: skip
+def test_rough_inputs_get_clear_errors(pipe, kwargs, error, match):
+    """Issue 13, item 9: None used to raise a bare "'NoneType' object is not iterable", generator=5 "'int' object is
+    not iterable"; top_k=1.5 (truncated to 1) and num_images_per_prompt=True (read as 1) were accepted."""
+    kwargs = {"class_labels": [1], **kwargs}
+    with pytest.raises(error, match=match):
+        pipe(**kwargs)
+
+
+def test_integral_sampling_counts_still_work(pipe):
+    """Config files may hold counts as floats (top_k: 5.0) and numpy ints come from arrays."""
+    a = pipe(
+        [1], generator=gens(0), top_k=5.0, num_images_per_prompt=np.int64(1), output_type="latent"
+    ).images
+    b = pipe([1], generator=gens(0), top_k=5, output_type="latent").images
+    assert torch.equal(a, b)
+
+
+def test_pipeline_dtype_casts_keep_the_codebook_fp32_without_warnings(saved, capfd):
+    """Issue 13, item 6: `pipe.to(torch.float32)` logged diffusers' "should be kept in float32" warning (and
+    `pipe.to(torch.bfloat16)` cast the codebook too); the decoded images carried requires_grad=True."""
+    loaded = IBQPipeline.from_pretrained(saved)
+    loaded.set_progress_bar_config(disable=True)
+    capfd.readouterr()
+    loaded.to(torch.float32)
+    loaded.to("cpu", torch.bfloat16)
+    assert "kept in float32" not in capfd.readouterr().err
+    assert loaded.vqvae.quantize.embedding.weight.dtype == torch.float32
+    assert (
+        loaded.vqvae.decoder.conv_out.weight.dtype == torch.bfloat16
+        and loaded.transformer.dtype == torch.bfloat16
+    )
+    images = loaded([1], generator=gens(0), output_type="np").images
+    assert images.shape == (1, 16, 16, 3) and np.isfinite(images).all()
+    loaded.to(torch.float32)
+    assert loaded.vqvae.decoder.conv_out.weight.dtype == torch.float32
+    pixels = loaded.vqvae.decode_indices(torch.zeros(1, 8, 8, dtype=torch.long))
+    assert not pixels.requires_grad and pixels.grad_fn is None
+
+
 def test_other_errors(pipe):
     with pytest.raises(ValueError, match="output_type must be one of"):
         pipe([1], output_type="jpeg")
@@ -399,6 +455,7 @@ def test_half_precision(saved, dtype):
 
 
 def test_legacy_torch_dtype_argument(saved):
+    """Still accepted (diffusers' deprecation warning); the docs and our code use dtype=."""
     with pytest.warns(FutureWarning):
         loaded = IBQPipeline.from_pretrained(saved, torch_dtype=torch.bfloat16)
     assert loaded.transformer.dtype == torch.bfloat16

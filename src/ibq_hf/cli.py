@@ -1,11 +1,14 @@
 """The ``ibq-hf`` command line: thin argument parsing over the library.
 
-Commands: ``convert {tokenizer,ar,pipeline}``, ``generate`` (class-conditional samples as an image grid),
+Commands: ``convert {tokenizer,ar,pipeline}``, ``generate`` (class-conditional samples as an image grid: a row
+per class labelled with its name, tiles enlarged for small models, white gutters; ``ibq_hf.image_grid``),
 ``reconstruct`` (tokenize + decode pictures) and ``evaluate {tokenizer,sample,generation}`` (metrics with the
 paper's protocol, docs/evaluation.md). Errors caused by the user's input (bad paths, mismatched checkpoints,
 a malformed ``--config`` YAML, a non-empty ``--output`` folder, NaN/inf settings, unreadable or oversized
 pictures, unknown class names, bad arguments) are printed as ``ibq-hf: error: ...`` with exit status 2,
-never as a traceback.
+never as a traceback; a ``--model`` path that does not exist is "folder not found", not a Hub error
+(``ibq_hf.models.loading``). The module imports only the standard library at the top: ``ibq-hf --help`` and
+every ``<command> --help`` import none of torch, transformers and diffusers (each command imports what it uses).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ def _convert_tokenizer(args: argparse.Namespace) -> None:
         use_ema=False if args.no_ema else (True if args.ema else None),
         resolution=args.resolution,
         overwrite=args.overwrite,
+        protocol=args.protocol,
     )
     n_params = sum(p.numel() for p in model.parameters())
     print(f"Saved IBQVQModel ({model.config.num_embeddings} codes, {n_params:,} parameters) to {args.output}")
@@ -110,6 +114,23 @@ def _parse_class(value: str) -> int | str:
     return int(value) if re.fullmatch(r"\d+", value) else value
 
 
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return value
+
+
 def _check_image_path(output: str) -> Path:
     """Checked before any work, so a typo does not cost a whole generation run."""
     path = Path(output)
@@ -124,10 +145,19 @@ def _write_image(image: Any, path: Path) -> Path:
     return path
 
 
+def _row_labels(pipe: Any, classes: list[int | str]) -> list[str] | None:
+    """Each row's class name (the first synonym), or ``None`` when the model's classes have no names."""
+    id2label = pipe.id2label
+    if not id2label:
+        return None
+    ids = [c if isinstance(c, int) else pipe.get_label_ids(c)[0] for c in classes]
+    return [id2label[i] for i in ids]
+
+
 def _generate(args: argparse.Namespace) -> None:
     import torch
-    from diffusers.utils import make_image_grid
 
+    from .image_grid import auto_gutter, auto_upscale, image_grid
     from .pipeline import IBQPipeline
 
     if args.num_images < 1:
@@ -156,11 +186,19 @@ def _generate(args: argparse.Namespace) -> None:
         top_p=args.top_p,
         do_sample=False if args.greedy else None,
     ).images
-    path = _write_image(make_image_grid(images, rows=len(classes), cols=args.num_images), output)
     width, height = images[0].size
+    upscale = auto_upscale(width, height) if args.upscale is None else args.upscale
+    gutter = auto_gutter(width * upscale, height * upscale) if args.gutter is None else args.gutter
+    labels = None if args.no_labels else _row_labels(pipe, classes)
+    grid = image_grid(
+        images, rows=len(classes), cols=args.num_images, upscale=upscale, gutter=gutter, row_labels=labels
+    )
+    path = _write_image(grid, output)
+    shown = f", shown {upscale}× larger" if upscale > 1 else ""
     print(
-        f"Saved a {len(classes)}×{args.num_images} grid of {width}×{height} images (classes "
-        f"{', '.join(map(repr, classes))}; seeds {args.seed}..{args.seed + total - 1}) to {path}"
+        f"Saved a {len(classes)}×{args.num_images} grid of {width}×{height} images{shown} (classes "
+        f"{', '.join(map(repr, classes))}; seeds {args.seed}..{args.seed + total - 1}) to {path} "
+        f"({grid.width}×{grid.height} pixels)"
     )
 
 
@@ -169,25 +207,28 @@ def _load_tokenizer(model: str, revision: str | None, local_files_only: bool, dt
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError
 
+    from .models.loading import resolve_pretrained
     from .models.vq_model import IBQVQModel
 
     kwargs = {"revision": revision, "local_files_only": local_files_only, "dtype": dtype}
-    local = Path(model)
+    # A missing local folder or an unreachable, uncached repo id fails here, in one sentence.
+    location = resolve_pretrained(
+        model, "IBQ pipeline or tokenizer", ("model_index.json", "config.json"), kwargs
+    )
+    local = Path(location)
     if local.is_dir():
         is_pipeline = (local / "model_index.json").is_file()
-    elif local.exists() or model.startswith((".", "/", "~")):
-        raise FileNotFoundError(
-            "no such folder (expected a saved pipeline or tokenizer folder, or a Hub repo id)."
-        )
     else:
         try:
-            hf_hub_download(model, "model_index.json", revision=revision, local_files_only=local_files_only)
+            hf_hub_download(
+                location, "model_index.json", revision=revision, local_files_only=kwargs["local_files_only"]
+            )
             is_pipeline = True
         except EntryNotFoundError:  # includes "not in the local cache" when offline: try the tokenizer layout
             is_pipeline = False
     if is_pipeline:
-        return IBQVQModel.from_pretrained(model, subfolder="vqvae", **kwargs)
-    return IBQVQModel.from_pretrained(model, **kwargs)
+        return IBQVQModel.from_pretrained(location, subfolder="vqvae", **kwargs)
+    return IBQVQModel.from_pretrained(location, **kwargs)
 
 
 def _reconstruct(args: argparse.Namespace) -> None:
@@ -286,6 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument(
         "--resolution", type=int, default=256, help="training resolution, to place attention (default 256)"
     )
+    tok.add_argument(
+        "--protocol",
+        choices=("reference", "pretrain"),
+        default=None,
+        help="preprocessing protocol recorded in the model card (default: detected; 'pretrain' for the "
+        "IBQ_pretrain_* tokenizers)",
+    )
     _add_overwrite_argument(tok)
     tok.set_defaults(func=_convert_tokenizer)
 
@@ -357,6 +405,27 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--greedy", action="store_true", help="take the most likely token at every step")
     gen.add_argument(
         "--cpu-offload", action="store_true", help="keep only the running model on the GPU (less memory)"
+    )
+    layout = gen.add_argument_group("grid layout")
+    layout.add_argument(
+        "--upscale",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="enlarge every image N× with nearest-neighbour pixels (default: enough for tiles of at least 128 px, "
+        "e.g. 4 for 32×32 models, 1 for 256×256; 1 keeps the model's pixels)",
+    )
+    layout.add_argument(
+        "--gutter",
+        type=_non_negative_int,
+        default=None,
+        metavar="PX",
+        help="white pixels between images (default: 1/16 of a tile, at least 2; 0 for none)",
+    )
+    layout.add_argument(
+        "--no-labels",
+        action="store_true",
+        help="no class names left of the rows (default: names when the model has them)",
     )
     gen.set_defaults(func=_generate)
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 __all__ = [
     "CheckpointKeyError",
+    "HubModelUnavailableError",
     "ImageDecodeError",
     "ImageInputError",
     "ImageSizeError",
+    "ModelFolderNotFoundError",
     "UnreadableImagesError",
+    "run_script_main",
 ]
 
 
@@ -69,3 +73,29 @@ class ImageSizeError(ImageInputError):
 
 class ImageDecodeError(ImageInputError):
     """A file is not an image, or is truncated/corrupt."""
+
+
+def run_script_main(main: Any, argv: list[str], prog: str) -> None:
+    """Run an example script's ``main(argv)``; a user-input error becomes one ``prog: error: ...`` line, exit code 2.
+
+    Only this package's own input errors (unreadable data, unusable pictures, checkpoints that do not match) are
+    turned into a message; anything else keeps its traceback, because it is a bug to report.
+    """
+    import sys
+
+    try:
+        main(argv)
+    except (UnreadableImagesError, ImageInputError, CheckpointKeyError) as error:
+        # Starts on a fresh line: a progress bar may own the current one.
+        print(f"\n{prog}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+class ModelFolderNotFoundError(FileNotFoundError):
+    """A path given to ``from_pretrained`` (or ``--model``) that can only be meant as a local folder does not exist,
+    or is not a saved model; the message names the path as given and as resolved."""
+
+
+class HubModelUnavailableError(OSError):
+    """A Hub repo id cannot be loaded: the Hub is unreachable or off and the repo is not cached, or it does not
+    exist; the message says how to point at a local folder instead."""

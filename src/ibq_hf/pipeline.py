@@ -31,6 +31,7 @@ from .hub_utils import write_model_card
 from .image_processing import ImageInput, images_to_tensor, numpy_to_pil, postprocess_images
 from .imagenet_labels import IMAGENET_NUM_CLASSES, imagenet_id2label
 from .models.ar_model import IBQARForImageGeneration
+from .models.loading import quiet_small_load, resolve_pretrained
 from .models.vq_model import IBQVQModel
 
 __all__ = [
@@ -188,6 +189,21 @@ class IBQPipeline(DiffusionPipeline):
         if vqvae is not None and transformer is not None:
             self._check_components()
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> IBQPipeline:
+        """``DiffusionPipeline.from_pretrained`` with a clear answer when the folder or repo is not there.
+
+        A path that looks local (``./x``, ``/x``, a home-folder path, or a name whose parent folder exists) and does
+        not exist raises :class:`~ibq_hf.errors.ModelFolderNotFoundError` ("folder not found: ..."); a repo id that
+        cannot be loaded offline raises :class:`~ibq_hf.errors.HubModelUnavailableError`, which says how to point at
+        a local folder. Loads of small weights show no progress bars. Pass ``dtype=`` for half precision.
+        """
+        location = resolve_pretrained(
+            pretrained_model_name_or_path, "IBQ pipeline", "model_index.json", kwargs
+        )
+        with quiet_small_load(location, kwargs):
+            return super().from_pretrained(location, **kwargs)
+
     # ---- components ---------------------------------------------------------------------------------------
 
     def _check_components(self) -> None:
@@ -269,6 +285,11 @@ class IBQPipeline(DiffusionPipeline):
 
     def _resolve_class_labels(self, class_labels: ClassLabels) -> list[int]:
         """ints / names / lists / tensors → a flat list of class ids, range-checked."""
+        if class_labels is None:
+            raise ValueError(
+                "class_labels is required: pass a class id, a class name or a list of them, e.g. "
+                "pipe(class_labels=[3]) (names: pipe.id2label)."
+            )
         if isinstance(class_labels, (torch.Tensor, np.ndarray)):
             if class_labels.ndim > 1 or class_labels.dtype in (torch.bool, np.bool_):
                 raise ValueError(
@@ -280,7 +301,15 @@ class IBQPipeline(DiffusionPipeline):
             ):
                 raise ValueError(f"class_labels must hold integer class ids, got dtype {class_labels.dtype}.")
             class_labels = class_labels.tolist()
-        items = [class_labels] if isinstance(class_labels, (int, str, np.integer)) else list(class_labels)
+        if isinstance(class_labels, (int, str, np.integer)):
+            items = [class_labels]
+        elif isinstance(class_labels, Sequence):
+            items = list(class_labels)
+        else:
+            raise TypeError(
+                f"class_labels must be a class id, a class name, a list of them or a 1-D integer tensor, got "
+                f"{type(class_labels).__name__} ({class_labels!r})."
+            )
         if not items:
             raise ValueError("class_labels is empty: pass at least one class id or name.")
         num_classes = self.transformer.config.num_classes
@@ -353,8 +382,16 @@ class IBQPipeline(DiffusionPipeline):
         self._check_components()
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}.")
-        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
-            raise ValueError(f"num_images_per_prompt must be a positive int, got {num_images_per_prompt!r}.")
+        if (
+            isinstance(num_images_per_prompt, bool)
+            or not isinstance(num_images_per_prompt, (int, np.integer))
+            or num_images_per_prompt < 1
+        ):
+            raise ValueError(
+                f"num_images_per_prompt must be a positive int (images per class label), got "
+                f"{num_images_per_prompt!r} ({type(num_images_per_prompt).__name__})."
+            )
+        num_images_per_prompt = int(num_images_per_prompt)
         ids = [i for i in self._resolve_class_labels(class_labels) for _ in range(num_images_per_prompt)]
         batch = len(ids)
         if isinstance(generator, (list, tuple)) and len(generator) != batch:

@@ -38,11 +38,19 @@ def _check(result: dict, sizes: list[int], arms: list[str], path: Path) -> None:
     assert "no LPIPS term" in result["deviations"][0]
 
 
-def test_quick_run_two_arms(tmp_path):
+def test_quick_run_two_arms_and_resume(tmp_path):
     module = _module()
     out = tmp_path / "scaling.json"
-    result = module.main(["--quick", "--sizes", "16", "--arms", "ibq", "vanilla", "--output", str(out)])
+    first = module.main(["--quick", "--sizes", "16", "--arms", "ibq", "--output", str(out)])
+    _check(first, [16], ["ibq"], out)
+    # --resume keeps the finished run as it is and adds only the missing one.
+    result = module.main(
+        ["--quick", "--sizes", "16", "--arms", "ibq", "vanilla", "--output", str(out), "--resume"]
+    )
     _check(result, [16], ["ibq", "vanilla"], out)
+    assert result["runs"][0] == first["runs"][0]
+    with pytest.raises(SystemExit, match="other settings"):
+        module.main(["--quick", "--sizes", "16", "--steps", "3", "--output", str(out), "--resume"])
 
 
 def test_too_few_held_out_tokens_is_refused(tmp_path):

@@ -41,6 +41,7 @@ def _load(out: Path, name: str) -> dict:
     return json.loads((out / f"{name}.json").read_text())
 
 
+@pytest.mark.slow  # runs every benchmark section (~20 s)
 def test_files_and_summary(quick_run: Path) -> None:
     names = sorted(p.name for p in quick_run.iterdir())
     assert names == sorted([*(f"{s}.json" for s in SECTIONS), "summary.json"])  # no *.tmp left behind
@@ -60,6 +61,7 @@ def test_files_and_summary(quick_run: Path) -> None:
         assert section["seconds"] >= 0
 
 
+@pytest.mark.slow  # runs every benchmark section (~20 s)
 def test_section_rows(quick_run: Path) -> None:
     for name in SECTIONS:
         data = _load(quick_run, name)
@@ -138,6 +140,7 @@ def test_peak_memory_sees_a_cpu_allocation() -> None:
     assert 48 <= mem.peak_above_baseline_mb < 1024
 
 
+@pytest.mark.slow  # runs every benchmark section (~20 s)
 def test_report_renders_every_section(quick_run: Path) -> None:
     proc = subprocess.run(
         [sys.executable, str(BENCHMARKS / "report.py"), "--results", str(quick_run)],

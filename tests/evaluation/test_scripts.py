@@ -158,3 +158,72 @@ def test_tokenizer_script_subprocess_with_rfid(photo_folder, tokenizer_dir, tmp_
     assert run.returncode == 0, run.stderr
     result = json.loads((tmp_path / "tokenizer_eval.json").read_text())
     assert result["rfid"] is not None and result["rfid"] > 0 and "fid-helper" in result["inception_weights"]
+
+
+def _tokenizer_with_card(folder: Path, protocol_line: str) -> Path:
+    """A copy of the tiny tokenizer whose model card metadata says ``protocol_line``."""
+    folder.mkdir()
+    torch.manual_seed(0)
+    IBQVQModel(**TINY_TOKENIZER_CONFIG).eval().save_pretrained(folder)
+    (folder / "README.md").write_text(f"---\nlicense: apache-2.0\n{protocol_line}\n---\n\n# tiny\n")
+    return folder
+
+
+def test_tokenizer_protocol_flag_and_model_card_default(photo_folder, tokenizer_dir, tmp_path, capsys):
+    """Issue 15, item 6: ``--protocol pretrain`` evaluates on the Pretrain tokenizers' pixels (Resize(R) +
+    CenterCrop(R), PIL bilinear antialiased), the default is the protocol in the model card (else reference),
+    and the protocol is recorded in the results."""
+    from ibq_hf.conversion.tokenizer import save_converted_tokenizer
+    from ibq_hf.image_processing import preprocess
+
+    runs = iter(range(100))
+
+    def evaluate(model: Path, *extra: str) -> dict:
+        out = tmp_path / f"out-{next(runs)}"
+        argv = ["--model", str(model), "--data-dir", str(photo_folder), "--split", "train", "--batch-size", "4",
+                "--no-rfid", "--output-dir", str(out), "--no-progress", "--device", "cpu", *extra]  # fmt: skip
+        assert tokenizer_main(argv) == 0, capsys.readouterr().err
+        result = json.loads((out / "tokenizer_eval.json").read_text())
+        result["table"] = (out / "tokenizer_eval.md").read_text()
+        return result
+
+    def expected_psnr(protocol: str) -> float:
+        pictures = torch.stack(
+            [preprocess(PIL.Image.open(photo_folder / "train" / "photo" / f"{k}.png"), 16, protocol=protocol)
+             for k in range(4)]
+        )  # fmt: skip
+        model = IBQVQModel.from_pretrained(tokenizer_dir).eval()
+        with torch.no_grad():
+            recon = model.decode_indices(model.tokenize(pictures)).clamp(-1, 1)
+        return float(psnr_ssim(pictures, recon)[0].mean())
+
+    reference, pretrain = expected_psnr("reference"), expected_psnr("pretrain")
+    assert abs(reference - pretrain) > 1e-3  # 48×64 photos: the two resizes give different pixels
+
+    result = evaluate(tokenizer_dir, "--protocol", "pretrain")
+    assert result["protocol"] == "pretrain" and result["protocol_source"] == "--protocol"
+    assert result["psnr"] == pytest.approx(pretrain, rel=1e-6)
+    assert "| preprocessing protocol | pretrain |" in result["table"]
+    result = evaluate(tokenizer_dir)  # no card: the reference protocol
+    assert result["protocol"] == "reference" and result["protocol_source"] == "default"
+    assert result["psnr"] == pytest.approx(reference, rel=1e-6)
+
+    # a converted Pretrain tokenizer's card (written by the converter) makes pretrain the default ...
+    converted = tmp_path / "converted-pretrain"
+    save_converted_tokenizer(IBQVQModel.from_pretrained(tokenizer_dir), converted, "x.ckpt", True, "pretrain")
+    result = evaluate(converted)
+    assert result["protocol"] == "pretrain" and result["protocol_source"] == "the model card"
+    assert result["psnr"] == pytest.approx(pretrain, rel=1e-6)
+    assert "the 'pretrain' protocol (the model card)" in capsys.readouterr().out
+    # ... and --protocol overrides it
+    assert evaluate(converted, "--protocol", "reference")["psnr"] == pytest.approx(reference, rel=1e-6)
+
+    unknown = _tokenizer_with_card(tmp_path / "unknown", "preprocessing_protocol: imagenet-v2")
+    argv = ["--model", str(unknown), "--data-dir", str(photo_folder), "--split", "train", "--no-rfid",
+            "--no-progress", "--device", "cpu"]  # fmt: skip
+    assert tokenizer_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "preprocessing_protocol: 'imagenet-v2'" in err and "--protocol" in err
+    with pytest.raises(SystemExit):
+        tokenizer_main([*argv, "--protocol", "imagenet"])
+    assert "invalid choice: 'imagenet'" in capsys.readouterr().err

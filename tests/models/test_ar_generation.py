@@ -324,6 +324,24 @@ def test_generate_errors_are_clear(model) -> None:
         model.generate([1], max_new_tokens=5)
 
 
+def test_generate_rough_inputs_are_clear(model) -> None:
+    """Issue 13, item 9: generator=5 was "'int' object is not iterable"; top_k=1.5 was truncated to 1."""
+    for generator in (5, [5], "seed"):
+        with pytest.raises(ValueError, match=r"generator must be a torch\.Generator or a list .*manual_seed"):
+            model.generate([1], generator=generator)
+    with pytest.raises(ValueError, match=r"generator must be a torch\.Generator"):
+        model.generate([1], generator=5, do_sample=False)  # checked even when greedy decoding ignores it
+    for top_k in (1.5, True, "3"):
+        with pytest.raises(ValueError, match="top_k must be a whole number"):
+            model.generate([1], top_k=top_k)
+    with pytest.raises(ValueError, match="guidance_cutoff must be a whole number"):
+        model.generate([1], guidance_scale=2.0, guidance_cutoff=0.5)
+    assert torch.equal(
+        model.generate([1], top_k=4.0, generator=torch.Generator().manual_seed(0)),
+        model.generate([1], top_k=4, generator=torch.Generator().manual_seed(0)),
+    )
+
+
 @pytest.mark.slow
 def test_torch_compile_with_static_cache_matches_eager() -> None:
     model = tiny_model()

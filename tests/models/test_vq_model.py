@@ -149,7 +149,7 @@ def test_extra_key_in_weight_file_is_an_error(tiny_tokenizer, tmp_path):
 
 def test_dtype_round_trip_keeps_codebook_fp32(tiny_tokenizer, images, tmp_path):
     tiny_tokenizer.save_pretrained(tmp_path)
-    model = IBQVQModel.from_pretrained(tmp_path, torch_dtype=torch.bfloat16).eval()
+    model = IBQVQModel.from_pretrained(tmp_path, dtype=torch.bfloat16).eval()
     assert model.encoder.conv_in.weight.dtype == torch.bfloat16
     assert model.quantize.embedding.weight.dtype == torch.float32
     with torch.no_grad():
@@ -161,9 +161,41 @@ def test_dtype_round_trip_keeps_codebook_fp32(tiny_tokenizer, images, tmp_path):
     torch.testing.assert_close(decoded.float(), ref.sample, rtol=0.05, atol=0.05)
     # bf16 save/load keeps the dtypes
     model.save_pretrained(tmp_path / "bf16")
-    again = IBQVQModel.from_pretrained(tmp_path / "bf16", torch_dtype=torch.bfloat16)
+    again = IBQVQModel.from_pretrained(tmp_path / "bf16", dtype=torch.bfloat16)
     assert again.decoder.conv_out.weight.dtype == torch.bfloat16
     assert torch.equal(again.decoder.conv_out.weight, model.decoder.conv_out.weight)
+
+
+def test_dtype_cast_with_to_keeps_the_quantizer_fp32_without_a_warning(tiny_tokenizer, images, capfd):
+    """Issue 13, item 6: diffusers' ModelMixin.to warned "should be kept in float32" on every dtype cast (also to
+    fp32) and then cast the codebook as well."""
+    capfd.readouterr()
+    assert tiny_tokenizer.to(torch.bfloat16) is tiny_tokenizer
+    assert (
+        tiny_tokenizer.encoder.conv_in.weight.dtype
+        == tiny_tokenizer.decoder.conv_out.weight.dtype
+        == torch.bfloat16
+    )
+    assert tiny_tokenizer.quantize.embedding.weight.dtype == torch.float32
+    tiny_tokenizer.to(device="cpu", dtype=torch.float16)
+    assert tiny_tokenizer.decoder.conv_out.weight.dtype == torch.float16
+    assert tiny_tokenizer.quantize.embedding.weight.dtype == torch.float32
+    tiny_tokenizer.to("cpu")  # a device move alone changes no dtype
+    assert tiny_tokenizer.decoder.conv_out.weight.dtype == torch.float16
+    tiny_tokenizer.to(torch.float32)
+    assert all(p.dtype == torch.float32 for p in tiny_tokenizer.parameters())
+    assert "kept in float32" not in capfd.readouterr().err
+    with torch.no_grad():
+        assert tiny_tokenizer(images).sample.dtype == torch.float32
+
+
+def test_decode_indices_builds_no_graph(tiny_tokenizer):
+    """Issue 13, item 6: decode_indices (an inference path, like tokenize) returned requires_grad=True outputs."""
+    assert all(p.requires_grad for p in tiny_tokenizer.parameters())
+    pixels = tiny_tokenizer.decode_indices(torch.zeros(1, 8, 8, dtype=torch.long))
+    assert not pixels.requires_grad and pixels.grad_fn is None
+    codes = tiny_tokenizer.quantize.lookup(torch.zeros(1, 8, 8, dtype=torch.long))
+    assert tiny_tokenizer.decode(codes).sample.requires_grad  # the differentiable route stays differentiable
 
 
 def test_layerwise_casting_skips_the_quantizer(tiny_tokenizer, images):

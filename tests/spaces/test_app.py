@@ -146,8 +146,11 @@ def test_parse_class_label(demo, value, expected):
         (None, "Pick a class"),
         ("", "Pick a class"),
         (2.5, "whole number"),
+        (float("nan"), "whole number"),
+        (float("inf"), "whole number"),
+        ([7], "id or a name, got list"),
         (True, "id or a name"),
-        ("golden retriever", "Unknown class name"),
+        ("golden retriever", "Unknown class name 'golden retriever'.*listed in the Class dropdown"),
     ],
 )
 def test_parse_class_label_errors(demo, value, message):

@@ -163,6 +163,10 @@ def test_generate_and_reconstruct_in_browser(server, playwright_api, photo, caps
             page.goto(server.url, wait_until="networkidle")
             assert "IBQ" in page.title()
 
+            # ---- The controls offer only values the model accepts (guidance below 1 always failed).
+            guidance = page.locator("#guidance input[type=range]")
+            assert (guidance.get_attribute("min"), guidance.get_attribute("max")) == ("1", "20")
+
             # ---- Generate: pick class 7 in the dropdown, 4 images (the default), wait for the gallery.
             dropdown = page.locator("#class-label input")
             dropdown.click()
@@ -186,6 +190,7 @@ def test_generate_and_reconstruct_in_browser(server, playwright_api, photo, caps
             saved.append(shots / "tokenize-error.png")
             page.screenshot(path=str(saved[-1]), animations="disabled")  # viewport: the toast is pinned to it
             assert "Traceback" not in page.content()
+            _wait_for_log_line(server.log, "rejected /tokenize request: Upload an image first")
 
             # ---- Upload a real photo, reconstruct, read PSNR and codebook usage off the page.
             page.locator("#upload input[type=file]").set_input_files(str(photo))
@@ -211,6 +216,74 @@ def test_generate_and_reconstruct_in_browser(server, playwright_api, photo, caps
         )
         for path in [*saved, server.log]:
             print(f"[browser test] artefact: {path}")
+
+
+def _wait_for_log_line(log: Path, text: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while text not in log.read_text():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{text!r} not in the server log:\n{log.read_text()[-3000:]}", pytrace=False)
+        time.sleep(0.1)
+
+
+def _gallery_pixels(gallery: list[dict]) -> list[np.ndarray]:
+    return [np.asarray(PIL.Image.open(item["image"])) for item in gallery]
+
+
+def test_api_with_gradio_client(server, tmp_path, monkeypatch, capsys):
+    """A user's script: `gradio_client.Client` reads the listing, sends class ids and names, gets clear errors.
+
+    The listing used to say ``Literal['0', …, '9']`` while the server refused ``'7'`` (it wanted the int), and
+    every refused value put a traceback in the server log.
+    """
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    log_start = len(server.log.read_text())
+    client = Client(server.url, verbose=False, download_files=str(tmp_path))
+    listing = client.view_api(print_info=False, return_format="dict")
+    params = {p["parameter_name"]: p for p in listing["named_endpoints"]["/generate"]["parameters"]}
+    assert params["class_label"]["python_type"]["type"] == "int | str"
+    assert "as an int (e.g. 9) or a string (e.g. '9')" in params["class_label"]["python_type"]["description"]
+    assert params["guidance_scale"]["python_type"]["description"] == "a number from 1 to 20"
+    rendered = client.view_api(print_info=False, return_format="str")
+    assert "class_label: int | str" in rendered and "Literal" not in rendered
+
+    settings = dict(guidance_scale=2.0, temperature=1.0, top_k=0, top_p=1.0, seed=3, num_images=2)
+    results = {}
+    # The digits model's class names are its ids ("7"); names proper are covered in test_app.py.
+    for value in ("7", 7, "7: 7"):
+        gallery = client.predict(class_label=value, **settings, api_name="/generate")
+        assert [item["caption"] for item in gallery] == ["7: 7 · seed 3", "7: 7 · seed 4"]
+        results[value] = _gallery_pixels(gallery)
+        assert all(pixels.shape == (256, 256, 3) for pixels in results[value])
+    for other in ("7", "7: 7"):  # the same class and seeds: the same pictures however the class was named
+        assert all(np.array_equal(a, b) for a, b in zip(results[7], results[other], strict=True))
+
+    refused = {
+        "12": "Class 12 is out of range: this model has 10 classes, ids 0 to 9.",
+        "seven": "Unknown class name 'seven'.",
+    }
+    for value, message in refused.items():
+        with pytest.raises(AppError) as error:
+            client.predict(class_label=value, **settings, api_name="/generate")
+        assert message in error.value.message
+    with pytest.raises(AppError, match=r"Guidance scale must lie in \[1, 20\], got 0\.5\."):
+        client.predict(class_label=7, **{**settings, "guidance_scale": 0.5}, api_name="/generate")
+
+    _wait_for_log_line(server.log, "rejected /generate request: Guidance scale")
+    log = server.log.read_text()[log_start:]
+    rejected = [line for line in log.splitlines() if "rejected /generate request:" in line]
+    assert len(rejected) == 3, log
+    assert "Traceback" not in log, log
+    with capsys.disabled():
+        print(
+            "\n[browser test] API listing of /generate:"
+            + rendered.split("Returns:")[0].split("Parameters:")[1]
+        )
+        print("[browser test] server log of the refused requests:\n" + "\n".join(rejected))
 
 
 def test_missing_browser_skips_unless_required(monkeypatch):

@@ -180,20 +180,26 @@ def test_resuming_a_finished_codes_run_trains_nothing(tmp_path, one_thread):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_every_image_unreadable_stops_with_one_sentence(tmp_path, one_thread):
-    from ibq_hf.errors import UnreadableImagesError
+def test_every_image_unreadable_stops_with_one_sentence(tmp_path, one_thread, capsys):
+    from ibq_hf.errors import run_script_main
 
     folder = write_numbered_folder(tmp_path / "broken", 4, classes=2, broken=(0, 1, 2, 3))
-    with pytest.raises(UnreadableImagesError) as info:
-        _module("train_ibq").main([
-            "--train_data_dir", str(folder), "--resolution", "16", "--ch", "32", "--ch_mult", "1", "2",
-            "--num_res_blocks", "1", "--attn_resolutions", "8", "--z_channels", "32", "--embed_dim", "16",
-            "--num_embeddings", "64", "--no_lpips", "--disc_num_layers", "2", "--max_steps", "2",
-            "--per_device_train_batch_size", "2", "--output_dir", str(tmp_path / "out"), "--report_to", "none",
-            "--use_cpu",
-        ])  # fmt: skip
-    message = str(info.value)
-    assert message.count(". ") == 0 and message.endswith(".") and "\n" not in message
+    argv = [
+        "--train_data_dir", str(folder), "--resolution", "16", "--ch", "32", "--ch_mult", "1", "2",
+        "--num_res_blocks", "1", "--attn_resolutions", "8", "--z_channels", "32", "--embed_dim", "16",
+        "--num_embeddings", "64", "--no_lpips", "--disc_num_layers", "2", "--max_steps", "2",
+        "--per_device_train_batch_size", "2", "--output_dir", str(tmp_path / "out"), "--report_to", "none",
+        "--use_cpu",
+    ]  # fmt: skip
+    # What `python examples/train_ibq.py ...` runs: one line on stderr, exit code 2, no traceback.
+    with pytest.raises(SystemExit) as info:
+        run_script_main(_module("train_ibq").main, argv, "train_ibq.py")
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("train_ibq.py: error: ")]
+    assert len(errors) == 1, err[-3000:]
+    message = errors[0].removeprefix("train_ibq.py: error: ")
+    assert message.count(". ") == 0 and message.endswith(".")
     assert "could be decoded" in message and ".png" in message and "check or remove" in message
 
 

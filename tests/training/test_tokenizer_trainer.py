@@ -194,6 +194,7 @@ def test_torch_compile_flag_compiles_the_called_networks(tmp_path, one_thread):
         torch.testing.assert_close(got[k], expected[k], rtol=1e-4, atol=1e-5, msg=k)
 
 
+@pytest.mark.slow  # the default suite resumes from every checkpoint over several passes (test_stream_training.py)
 @pytest.mark.parametrize("accumulation", [1, 2])
 def test_resume_is_bitwise_exact(tmp_path, one_thread, accumulation):
     kw = {"gradient_accumulation_steps": accumulation}
@@ -337,6 +338,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
+@pytest.mark.slow  # ~40 s; the AR script's SIGKILL test covers the shared atomic-checkpoint mechanism by default
 def test_train_ibq_resume_after_sigkill_is_bitwise_exact(tmp_path, one_thread):
     """train_ibq.py killed (SIGKILL, a real subprocess) right after checkpoint-3 and resumed ends with the same
     generator, discriminator, LeCam state and EMA export as an uninterrupted run."""

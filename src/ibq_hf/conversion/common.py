@@ -13,6 +13,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from ..errors import CheckpointKeyError
 
 __all__ = [
     "CheckpointKeyError",
+    "OriginalCheckpoint",
+    "OriginalConfig",
     "assign_state_dict",
     "check_output_dir",
     "check_shapes",
@@ -29,15 +32,50 @@ __all__ = [
     "config_int",
     "load_original_checkpoint",
     "load_original_yaml",
+    "read_original_checkpoint",
+    "read_original_yaml",
     "staged_output_dir",
 ]
+
+
+@dataclass(frozen=True)
+class OriginalCheckpoint:
+    """What the converters read from an original ``.ckpt``.
+
+    ``state`` is the flat ``{name: tensor}`` state dict. ``hyper_parameters`` are the model's constructor
+    arguments when Lightning saved them (``checkpoint["hyper_parameters"]``, flattened from LightningCLI's
+    ``{"class_path", "init_args"}`` form; ``_class_path`` names the class), else ``None``.
+    """
+
+    state: dict[str, torch.Tensor]
+    hyper_parameters: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class OriginalConfig:
+    """The ``model`` section of an original YAML: ``class_path`` (``target`` in older configs; may be ``None``)
+    and its ``init_args`` (``params``)."""
+
+    class_path: str | None
+    init_args: dict[str, Any]
 
 
 def load_original_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read an original ``.ckpt`` (Lightning layout or a raw state dict) with ``weights_only=True``.
 
     Returns the flat ``{name: tensor}`` state dict. Non-tensor entries of a Lightning wrapper
-    (epoch, optimizer states, ...) are ignored because only ``state_dict`` is read.
+    (epoch, optimizer states, hyper-parameters, ...) are ignored because only ``state_dict`` is read; see
+    :func:`read_original_checkpoint` for the hyper-parameters too.
+    """
+    return read_original_checkpoint(path).state
+
+
+def read_original_checkpoint(path: str | os.PathLike) -> OriginalCheckpoint:
+    """:func:`load_original_checkpoint` plus the Lightning ``hyper_parameters``, when the file has them.
+
+    Hyper-parameters are plain containers (what ``weights_only=True`` accepts); anything else there is ignored,
+    never executed. LightningCLI's ``{"class_path": ..., "init_args": {...}}`` form is flattened to the arguments
+    with ``_class_path`` added, the form Lightning itself saves.
     """
     path = Path(path)
     if not path.is_file():
@@ -52,14 +90,27 @@ def load_original_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]
             "Only plain tensor checkpoints are accepted (arbitrary pickles are never executed); "
             "re-save the state dict with torch.save(model.state_dict(), path) if this is a trusted file."
         ) from err
+    hyper_parameters = None
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        hyper_parameters = _flat_hyper_parameters(obj.get("hyper_parameters"))
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
         raise ValueError(f"{path} does not hold a state dict (found {type(obj).__name__}).")
     state = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not state:
         raise ValueError(f"{path} holds no tensors: it is not a model checkpoint.")
-    return state
+    return OriginalCheckpoint(state=state, hyper_parameters=hyper_parameters)
+
+
+def _flat_hyper_parameters(hparams: Any) -> dict[str, Any] | None:
+    """Lightning's saved constructor arguments as one flat dict (``None`` when absent or not a mapping)."""
+    if not isinstance(hparams, Mapping) or not hparams:
+        return None
+    flat = {str(k): v for k, v in hparams.items()}
+    init_args = flat.get("init_args")
+    if isinstance(init_args, Mapping) and "class_path" in flat:  # {"class_path", "init_args"} (LightningCLI)
+        flat = {"_class_path": flat["class_path"], **{str(k): v for k, v in init_args.items()}}
+    return flat
 
 
 def load_original_yaml(path: str | os.PathLike) -> dict[str, Any]:
@@ -68,6 +119,12 @@ def load_original_yaml(path: str | os.PathLike) -> dict[str, Any]:
     Parsed with ``yaml.safe_load``: a syntax error or a tag that would construct Python objects
     (``!!python/object...``) is a ``ValueError`` naming the file and the line, never executed.
     """
+    return read_original_yaml(path).init_args
+
+
+def read_original_yaml(path: str | os.PathLike) -> OriginalConfig:
+    """:func:`load_original_yaml` plus the model's ``class_path`` (``target``), which is reported, not trusted:
+    the Pretrain tokenizers' configs name ``ibqgan.IBQ`` for a model built by ``ibqgan_pretrain.IBQ``."""
     import yaml
 
     path = Path(path)
@@ -91,10 +148,13 @@ def load_original_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(cfg, Mapping) or "model" not in cfg:
         raise ValueError(f"{path} is not an original SEED-Voken config: it has no top-level 'model' section.")
     model = cfg["model"]
-    args = model.get("init_args") or model.get("params")
+    args = (model.get("init_args") or model.get("params")) if isinstance(model, Mapping) else None
     if not isinstance(args, Mapping):
         raise ValueError(f"{path}: 'model' has neither 'init_args' nor 'params'.")
-    return dict(args)
+    class_path = model.get("class_path") or model.get("target")
+    return OriginalConfig(
+        class_path=class_path if isinstance(class_path, str) else None, init_args=dict(args)
+    )
 
 
 def config_int(value: Any, name: str, source: str) -> int:

@@ -5,7 +5,16 @@ Accepted layouts (reference §1.6):
 * a Lightning checkpoint (``{"state_dict": ...}``) or a bare state dict;
 * raw generator weights (``encoder.*``, ``decoder.*``, ``quantize.embedding.weight``, ``quant_conv.*``,
   ``post_quant_conv.*``) and/or their EMA shadows ``model_ema.<name without dots>``;
-* the tokenizer embedded in an AR checkpoint under ``first_stage_model.`` (``transformer.*`` ignored).
+* the tokenizer embedded in an AR checkpoint under ``first_stage_model.`` (``transformer.*`` ignored);
+* the two "Pretrain" tokenizers (``IBQ_pretrain_{16384,262144}.ckpt``, reference §7.3): same architecture and
+  key layout, written by ``ibqgan_pretrain.IBQ``, whose schedule arguments (``wp``, ``max_iter``, ``lr_drop_iter``,
+  ...) may sit in the checkpoint's hyper-parameters and in the YAML. Their YAMLs name the wrong class
+  (``ibqgan.IBQ``) and ``npu/pretrain_ibqgan_16384.yaml`` says ``n_embed: 262144``: the class is not trusted and
+  the codebook size is read from the weights. Unlike the original's ``init_from_ckpt``, the codebook and the
+  quant convs are converted like every other tensor.
+
+Architecture, in order: ``--config`` (the original YAML), the checkpoint's Lightning hyper-parameters (when
+they hold a ``ddconfig``), else inferred from the weight shapes.
 
 Dropped on purpose: ``loss.*`` (discriminator, LPIPS), ``model_ema.decay``, ``model_ema.num_updates``,
 EMA shadows of the loss, ``colorize``. Every other key must map one-to-one onto the model.
@@ -23,6 +32,7 @@ from typing import Any
 import torch
 
 from ..hub_utils import metrics_table, write_model_card
+from ..image_processing import PROTOCOLS
 from ..models.vq_model import _IMAGENET_ARCH, IBQVQModel
 from .common import (
     CheckpointKeyError,
@@ -30,8 +40,8 @@ from .common import (
     check_shapes,
     config_float,
     config_int,
-    load_original_checkpoint,
-    load_original_yaml,
+    read_original_checkpoint,
+    read_original_yaml,
     staged_output_dir,
 )
 
@@ -48,6 +58,26 @@ REPORTED_TOKENIZER_RESULTS: dict[int, dict[str, Any]] = {
     8192: {"repo": "TencentARC/IBQ-Tokenizer-8192", "rFID": 1.87, "LPIPS": 0.2437, "usage": "98%"},
     16384: {"repo": "TencentARC/IBQ-Tokenizer-16384", "rFID": 1.37, "LPIPS": 0.2235, "usage": "96%"},
     262144: {"repo": "TencentARC/IBQ-Tokenizer-262144", "rFID": 1.00, "LPIPS": 0.2030, "usage": "84%"},
+}
+
+#: Reported numbers of the two general-domain "Pretrain" tokenizers (reference §7.3): (rFID, PSNR, SSIM).
+REPORTED_PRETRAIN_RESULTS: dict[int, dict[str, Any]] = {
+    16384: {"repo": "TencentARC/IBQ-Tokenizer-16384-Pretrain", "COCO": (7.67, 21.58, 0.62), "ImageNet": (2.06, 22.01, 0.61)},
+    262144: {"repo": "TencentARC/IBQ-Tokenizer-262144-Pretrain", "COCO": (6.79, 22.28, 0.65), "ImageNet": (1.53, 22.69, 0.64)},
+}  # fmt: skip
+
+#: Constructor arguments that only ``ibqgan_pretrain.IBQ`` takes (its iteration-based schedule, reference §7.3).
+#: The ImageNet class ``ibqgan.IBQ`` rejects them, so finding one identifies a Pretrain tokenizer's config.
+PRETRAIN_SCHEDULE_ARGUMENTS = (
+    "wp", "wp0", "wpe", "max_iter", "sche_type", "wp_iter", "use_shared_epoch", "lr_drop_iter", "lr_drop_rate",
+)  # fmt: skip
+
+#: What each preprocessing protocol is, for model cards (``ibq_hf.image_processing.PROTOCOLS``; ``{R}``: resolution).
+PROTOCOL_DESCRIPTIONS = {
+    "reference": "shortest side → {R} with bilinear resampling without antialiasing (cv2 INTER_LINEAR, as the "
+    "ImageNet tokenizers were trained and evaluated), centre crop {R}×{R}, [-1, 1]",
+    "pretrain": "torchvision Resize({R}) + CenterCrop({R}) on the PIL image (PIL bilinear, antialiased), as the "
+    "Pretrain tokenizers were trained and evaluated, [-1, 1]",
 }
 
 
@@ -135,6 +165,64 @@ def config_from_original_yaml(args: Mapping[str, Any], source: str = "the origin
             )
         config["use_entropy_loss"] = args["use_entropy_loss"]
     return config
+
+
+def _codebook_shape(state: Mapping[str, torch.Tensor]) -> tuple[int, ...] | None:
+    """Shape of the checkpoint's codebook (raw weights first, else the EMA shadow); ``None`` when absent."""
+    for key in ("quantize.embedding.weight", EMA_PREFIX + "quantizeembeddingweight"):
+        if key in state and state[key].dim() == 2:
+            return tuple(state[key].shape)
+    return None
+
+
+def reconcile_codebook_size(
+    config: dict[str, Any], state: Mapping[str, torch.Tensor], source: str
+) -> dict[str, Any]:
+    """Take the codebook size from the weights when a config disagrees (``n_embed`` decides no other shape).
+
+    ``configs/IBQ/npu/pretrain_ibqgan_16384.yaml`` says ``n_embed: 262144`` for the 16384-code Pretrain
+    tokenizer (reference §7.3). The weights are the truth: the size is corrected with a warning. A different
+    ``embed_dim`` is left alone (it changes ``quant_conv`` too), so the strict shape check reports it.
+    """
+    shape = _codebook_shape(state)
+    if shape is None or shape[1] != config.get("embed_dim") or shape[0] == config.get("num_embeddings"):
+        return config
+    logger.warning(
+        "%s says n_embed=%s but the checkpoint's codebook has %d entries; using %d (configs/IBQ/npu/"
+        "pretrain_ibqgan_16384.yaml has this known copy-paste error).",
+        source,
+        config.get("num_embeddings"),
+        shape[0],
+        shape[0],
+    )
+    return {**config, "num_embeddings": shape[0]}
+
+
+def detect_protocol(
+    checkpoint_path: str | os.PathLike,
+    hyper_parameters: Mapping[str, Any] | None = None,
+    yaml_class_path: str | None = None,
+    yaml_args: Mapping[str, Any] | None = None,
+) -> tuple[str, str]:
+    """The preprocessing protocol a tokenizer was trained and evaluated with, and the evidence: ``(protocol, why)``.
+
+    The weights of a Pretrain tokenizer look exactly like those of an ImageNet one, so the signs are, in order:
+    ``ibqgan_pretrain.IBQ``'s schedule arguments or class name in the checkpoint's hyper-parameters or in the
+    YAML, else a file name containing ``pretrain`` (``IBQ_pretrain_16384.ckpt``). Without any, ``"reference"``.
+    """
+    for where, class_path, args in (
+        ("the checkpoint's hyper-parameters", (hyper_parameters or {}).get("_class_path"), hyper_parameters),
+        ("the --config YAML", yaml_class_path, yaml_args),
+    ):
+        found = [k for k in PRETRAIN_SCHEDULE_ARGUMENTS if k in (args or {})]
+        if found:
+            return "pretrain", f"{where} has ibqgan_pretrain.IBQ's schedule arguments ({', '.join(found)})"
+        if isinstance(class_path, str) and "ibqgan_pretrain" in class_path:
+            return "pretrain", f"{where} names {class_path}"
+    name = Path(checkpoint_path).name
+    if "pretrain" in name.lower():
+        return "pretrain", f"the file name {name!r} names a Pretrain tokenizer"
+    return "reference", "no sign of a Pretrain tokenizer (the ImageNet tokenizers' protocol)"
 
 
 def infer_config_from_weights(state: Mapping[str, torch.Tensor], resolution: int = 256) -> dict[str, Any]:
@@ -236,6 +324,7 @@ def convert_tokenizer_checkpoint(
     resolution: int = 256,
     *,
     overwrite: bool = False,
+    protocol: str | None = None,
 ) -> IBQVQModel:
     """Convert an official IBQ tokenizer ``.ckpt`` into an :class:`IBQVQModel` (and save it).
 
@@ -244,55 +333,109 @@ def convert_tokenizer_checkpoint(
         output_dir: where to write ``config.json``, ``diffusion_pytorch_model.safetensors`` and a model
             card; nothing is written when ``None``. It must be new or empty unless ``overwrite``.
         config_path: the original YAML (``model.init_args.ddconfig``, ``n_embed``, ...) for
-            architectures that cannot be inferred from the weights.
+            architectures that cannot be inferred from the weights. Its ``class_path`` and arguments this port
+            does not need (schedules, losses) are ignored; a codebook size that disagrees with the weights is
+            corrected with a warning (see :func:`reconcile_codebook_size`).
         use_ema: ``True`` EMA weights (required), ``False`` raw weights, ``None`` EMA when present.
         resolution: training resolution used to place attention when inferring from weights.
         overwrite: replace a non-empty ``output_dir`` as a whole (its old files are deleted); the folder is
             written to a staging folder and renamed into place either way.
+        protocol: the preprocessing protocol the tokenizer was trained and evaluated with (``"reference"`` or
+            ``"pretrain"``), recorded in the model card; ``None`` detects it (:func:`detect_protocol`).
 
     Returns:
         The loaded model, in eval mode.
     """
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise ValueError(
+            f"Unknown preprocessing protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}."
+        )
     if output_dir is not None:
         check_output_dir(output_dir, overwrite, inputs=[checkpoint_path, config_path])
-    state = _strip_embedding_prefix(load_original_checkpoint(checkpoint_path))
-    if config_path is not None:
-        config = config_from_original_yaml(load_original_yaml(config_path), source=str(config_path))
+    yaml = read_original_yaml(config_path) if config_path is not None else None  # a bad YAML fails first
+    checkpoint = read_original_checkpoint(checkpoint_path)
+    state = _strip_embedding_prefix(checkpoint.state)
+    hparams = checkpoint.hyper_parameters
+    if yaml is not None:
+        config = config_from_original_yaml(yaml.init_args, source=str(config_path))
+        config = reconcile_codebook_size(config, state, source=str(config_path))
+    elif hparams is not None and "ddconfig" in hparams:
+        source = f"{Path(checkpoint_path).name} (Lightning hyper_parameters)"
+        config = reconcile_codebook_size(config_from_original_yaml(hparams, source=source), state, source)
     else:
         config = infer_config_from_weights(state, resolution=resolution)
+    if protocol is None:
+        protocol, why = detect_protocol(
+            checkpoint_path, hparams, yaml.class_path if yaml else None, yaml.init_args if yaml else None
+        )
+        logger.info("Preprocessing protocol %r: %s.", protocol, why)
     model = IBQVQModel(**config)
     weights, used_ema = select_generator_weights(state, model, use_ema)
     model.load_state_dict(weights, strict=True)
     model.eval()
     if output_dir is not None:
         with staged_output_dir(output_dir, overwrite) as staging:
-            save_converted_tokenizer(model, staging, source=Path(checkpoint_path).name, used_ema=used_ema)
+            save_converted_tokenizer(
+                model, staging, source=Path(checkpoint_path).name, used_ema=used_ema, protocol=protocol
+            )
     return model
 
 
 def save_converted_tokenizer(
-    model: IBQVQModel, output_dir: str | os.PathLike, source: str, used_ema: bool
+    model: IBQVQModel, output_dir: str | os.PathLike, source: str, used_ema: bool, protocol: str = "reference"
 ) -> None:
-    """Write safetensors weights, the config and a model card for a converted tokenizer."""
+    """Write safetensors weights, the config and a model card for a converted tokenizer.
+
+    The card names the preprocessing ``protocol`` in words and as ``preprocessing_protocol`` in its metadata,
+    which ``ibq-hf evaluate tokenizer`` reads as its default ``--protocol``.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(
+            f"Unknown preprocessing protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}."
+        )
     model.save_pretrained(output_dir, safe_serialization=True)
     k = model.config.num_embeddings
-    reported = REPORTED_TOKENIZER_RESULTS.get(k)
+    pretrain = protocol == "pretrain"
+    weights = "EMA" if used_ema else "raw, non-EMA"
+    resolution = model.config.resolution
+    preprocessing = (
+        f"**Preprocessing (`{protocol}` protocol):** {PROTOCOL_DESCRIPTIONS[protocol].format(R=resolution)}. Use "
+        f"the same pixels to reproduce its numbers: `ibq-hf evaluate tokenizer --model DIR --protocol {protocol}`, "
+        f'or `ibq_hf.image_processing.images_to_tensor(pictures, {resolution}, protocol="{protocol}")` in Python.'
+    )
     metrics = None
-    if reported is not None:
-        metrics = (
-            "Reported by the IBQ authors on ImageNet 256×256 val (50k images, EMA weights):\n\n"
-            + metrics_table(
-                ["codebook", "rFID", "LPIPS", "codebook usage"],
-                [[k, reported["rFID"], reported["LPIPS"], reported["usage"]]],
-            )
+    if pretrain:
+        reported = REPORTED_PRETRAIN_RESULTS.get(k)
+        title = f"IBQ Pretrain tokenizer ({k} codes)"
+        description = (
+            f'The general-domain ("Pretrain") IBQ visual tokenizer with a {k}-entry codebook, trained on about '
+            "200 M web images (CapFusion, LAION-COCO, CC12M, CC3M, LAION-HD, LAION-Aesthetic, JourneyDB): 256×256 "
+            f"images ↔ 16×16 code indices. Converted from the official checkpoint ({weights} weights)."
         )
+        if reported is not None:
+            metrics = "Reported by the IBQ authors at 256×256 (COCO and ImageNet val):\n\n" + metrics_table(
+                ["codebook", "data", "rFID", "PSNR", "SSIM"],
+                [[k, data, *reported[data]] for data in ("COCO", "ImageNet")],
+            )
+    else:
+        reported = REPORTED_TOKENIZER_RESULTS.get(k)
+        title = f"IBQ tokenizer ({k} codes)"
+        description = (
+            f"The IBQ visual tokenizer with a {k}-entry codebook: 256×256 images ↔ 16×16 code indices. "
+            f"Converted from the official checkpoint ({weights} weights)."
+        )
+        if reported is not None:
+            metrics = (
+                "Reported by the IBQ authors on ImageNet 256×256 val (50k images, EMA weights):\n\n"
+                + metrics_table(
+                    ["codebook", "rFID", "LPIPS", "codebook usage"],
+                    [[k, reported["rFID"], reported["LPIPS"], reported["usage"]]],
+                )
+            )
     write_model_card(
         output_dir,
-        title=f"IBQ tokenizer ({k} codes)",
-        description=(
-            f"The IBQ visual tokenizer with a {k}-entry codebook: 256×256 images ↔ 16×16 code indices. "
-            f"Converted from the official checkpoint ({'EMA' if used_ema else 'raw, non-EMA'} weights)."
-        ),
+        title=title,
+        description=f"{description}\n\n{preprocessing}",
         source=f"`{source}`"
         + (f" from [{reported['repo']}](https://huggingface.co/{reported['repo']})" if reported else ""),
         base_model=reported["repo"] if reported else None,
@@ -300,11 +443,21 @@ def save_converted_tokenizer(
         library_name="diffusers",
         tags=["image-tokenizer", "vector-quantization", "vq-model"],
         pipeline_tag=None,
+        extra_card_data={"preprocessing_protocol": protocol},
         usage=(
             "import torch\n"
             "from ibq_hf import IBQVQModel\n\n"
             'tokenizer = IBQVQModel.from_pretrained("path/or/repo-id").eval()\n'
             "images = torch.rand(1, 3, 256, 256) * 2 - 1  # RGB in [-1, 1]\n"
+            "indices = tokenizer.tokenize(images)          # [1, 16, 16] code indices\n"
+            "reconstruction = tokenizer.decode_indices(indices).clamp(-1, 1)"
+            if not pretrain
+            else "import PIL.Image\n"
+            "from ibq_hf import IBQVQModel\n"
+            "from ibq_hf.image_processing import images_to_tensor\n\n"
+            'tokenizer = IBQVQModel.from_pretrained("path/or/repo-id").eval()\n'
+            "# Resize + CenterCrop, PIL bilinear antialiased, [-1, 1]: the pixels this tokenizer saw\n"
+            f'images = images_to_tensor([PIL.Image.open("photo.jpg")], {resolution}, protocol="pretrain")\n'
             "indices = tokenizer.tokenize(images)          # [1, 16, 16] code indices\n"
             "reconstruction = tokenizer.decode_indices(indices).clamp(-1, 1)"
         ),

@@ -13,34 +13,70 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from .errors import InceptionLogitsUnavailableError, MetricUnavailableError, WeightsUnavailableError
-from .features import InceptionFeatureAccumulator, images_to_unit_float
-from .fid import FeatureStatistics, frechet_distance
-from .image_metrics import PSNRSSIM, psnr_ssim, psnr_uint8, to_unit_range, truncate_to_uint8
-from .inception import (
-    FID_WEIGHTS_URL,
-    FIDInceptionV3,
-    InceptionOutput,
-    convert_torchscript_state_dict,
-    fid_helper_weights_path,
-    load_fid_inception,
-)
-from .inception_score import InceptionScore, inception_score
-from .lpips import LPIPSAlex, LPIPSMeter, load_lpips
-from .npz import NpzImageReader, NpzImageWriter, save_adm_npz
-from .precision_recall import manifold_radii, precision_recall
-from .runners import (
-    evaluate_generation,
-    evaluate_tokenizer,
-    image_seed,
-    results_markdown,
-    sample_for_fid,
-    sample_order,
-    write_results,
-)
+from .._lazy import lazy_exports
 
 METRICS = ("fid", "inception_score", "psnr_ssim", "lpips", "codebook_usage", "precision_recall")
+
+# Lazy (see ibq_hf._lazy): ``ibq-hf evaluate ... --help`` reads the argument definitions in ``.commands`` without
+# importing torch through these modules.
+_EXPORTS = {
+    ".errors": ["InceptionLogitsUnavailableError", "MetricUnavailableError", "WeightsUnavailableError"],
+    ".features": ["InceptionFeatureAccumulator", "images_to_unit_float"],
+    ".fid": ["FeatureStatistics", "frechet_distance"],
+    ".image_metrics": ["PSNRSSIM", "psnr_ssim", "psnr_uint8", "to_unit_range", "truncate_to_uint8"],
+    ".inception": [
+        "FID_WEIGHTS_URL",
+        "FIDInceptionV3",
+        "InceptionOutput",
+        "convert_torchscript_state_dict",
+        "fid_helper_weights_path",
+        "load_fid_inception",
+    ],
+    ".inception_score": ["InceptionScore", "inception_score"],
+    ".lpips": ["LPIPSAlex", "LPIPSMeter", "load_lpips"],
+    ".npz": ["NpzImageReader", "NpzImageWriter", "save_adm_npz"],
+    ".precision_recall": ["manifold_radii", "precision_recall"],
+    ".runners": [
+        "evaluate_generation",
+        "evaluate_tokenizer",
+        "image_seed",
+        "results_markdown",
+        "sample_for_fid",
+        "sample_order",
+        "write_results",
+    ],
+}
+
+if TYPE_CHECKING:
+    from .errors import InceptionLogitsUnavailableError, MetricUnavailableError, WeightsUnavailableError
+    from .features import InceptionFeatureAccumulator, images_to_unit_float
+    from .fid import FeatureStatistics, frechet_distance
+    from .image_metrics import PSNRSSIM, psnr_ssim, psnr_uint8, to_unit_range, truncate_to_uint8
+    from .inception import (
+        FID_WEIGHTS_URL,
+        FIDInceptionV3,
+        InceptionOutput,
+        convert_torchscript_state_dict,
+        fid_helper_weights_path,
+        load_fid_inception,
+    )
+    from .inception_score import InceptionScore, inception_score
+    from .lpips import LPIPSAlex, LPIPSMeter, load_lpips
+    from .npz import NpzImageReader, NpzImageWriter, save_adm_npz
+    from .precision_recall import manifold_radii, precision_recall
+    from .runners import (
+        evaluate_generation,
+        evaluate_tokenizer,
+        image_seed,
+        results_markdown,
+        sample_for_fid,
+        sample_order,
+        write_results,
+    )
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "FID_WEIGHTS_URL",

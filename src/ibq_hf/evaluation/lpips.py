@@ -144,19 +144,23 @@ def load_lpips(
         try:
             torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False)
         except Exception as error:  # network errors come in many types
-            raise WeightsUnavailableError(f"Could not download {url} for LPIPS-{net}: {error}.") from error
+            raise WeightsUnavailableError(
+                f"Could not download {url} for LPIPS-{net}: {error}. Download it on a machine that is online and "
+                f"pass the file with --lpips-{net} FILE (Python: backbone_path=FILE)."
+            ) from error
         backbone = _hub_file(url)
     if backbone is None:
         raise WeightsUnavailableError(
             f"LPIPS-{net} needs the torchvision ImageNet backbone {os.path.basename(url)}, which is not in the "
-            f"torch.hub cache ({torch.hub.get_dir()}/checkpoints). Download {url} and pass its path, or allow the "
-            "download (--lpips-download / allow_download=True)."
+            f"torch.hub cache ({torch.hub.get_dir()}/checkpoints). To make it available: download {url} (on any "
+            f"machine) and pass the file with --lpips-{net} FILE (Python: backbone_path=FILE), or copy it into "
+            f"that cache folder; or, when online, add --lpips-download (allow_download=True)."
         )
     heads = os.fspath(heads_path) if heads_path is not None else _package_heads(net)
     if heads is None:
         raise WeightsUnavailableError(
-            f"LPIPS-{net} needs the v0.1 linear heads ({net}.pth): `pip install lpips` (they ship in its wheel) "
-            "or pass heads_path=..."
+            f"LPIPS-{net} needs the v0.1 linear heads ({net}.pth), which ship in the lpips wheel: "
+            f"`pip install --no-deps lpips`, or pass the file with --lpips-{net}-heads FILE (Python: heads_path=FILE)."
         )
     if net == "vgg":
         return LPIPS.from_pretrained_weights(vgg_path=backbone, heads_path=heads, use_dropout=False).eval()

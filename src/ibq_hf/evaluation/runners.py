@@ -62,8 +62,9 @@ def evaluate_tokenizer(
     """Reconstruct every batch ([B, 3, H, W] in [-1, 1]) and measure it against the original.
 
     The batches are the protocol's pixels: ``ibq-hf evaluate tokenizer`` builds them with
-    :func:`ibq_hf.image_processing.preprocess` (through the evaluation data path); for pictures in memory use
-    :func:`ibq_hf.image_processing.images_to_tensor` with ``resolution``, which gives the same pixels.
+    :func:`ibq_hf.image_processing.preprocess` (through the evaluation data path, ``--protocol``); for pictures
+    in memory use :func:`ibq_hf.image_processing.images_to_tensor` with ``resolution`` and the same
+    ``protocol`` (``"pretrain"`` for the Pretrain tokenizers), which gives the same pixels.
 
     rFID compares Inception features of the float originals and the clamped float reconstructions (not uint8),
     PSNR/SSIM use the uint8-truncated images, LPIPS the [-1, 1] pair, usage the token ids (§6).
@@ -401,6 +402,7 @@ _LABELS = {
     "num_images": "images",
     "num_samples": "samples",
     "num_reference": "reference images",
+    "protocol": "preprocessing protocol",
 }
 
 

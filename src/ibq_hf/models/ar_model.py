@@ -15,6 +15,7 @@ adaLN condition), temperature / top-k / top-p, and one uniform draw per sample a
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from ..errors import CheckpointKeyError
 from .configuration_ar import IBQARConfig
+from .loading import quiet_small_load, resolve_pretrained
 
 __all__ = [
     "IBQARForImageGeneration",
@@ -340,6 +342,33 @@ def _finite_number(name: str, value: Any) -> float:
     return number
 
 
+def _whole_number(name: str, value: Any) -> int:
+    """``int(value)`` for counts (``top_k``, ``guidance_cutoff``): ``top_k=1.5`` used to be truncated to 1 silently
+    and ``True`` to read as 1; integral floats from configs (``2.0``) are accepted."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a whole number, got {value!r} ({type(value).__name__}).")
+    number = _finite_number(name, value)
+    if not number.is_integer():
+        raise ValueError(f"{name} must be a whole number, got {value!r}; it counts tokens.")
+    return int(number)
+
+
+def _check_generator(generator: Any, batch: int) -> list[torch.Generator]:
+    """A list with one ``torch.Generator`` per sample; anything else (``generator=5``, a seed) is a clear error."""
+    if not isinstance(generator, (list, tuple)) or not all(isinstance(g, torch.Generator) for g in generator):
+        raise ValueError(
+            f"generator must be a torch.Generator or a list with one per sample, got {generator!r} "
+            f"({type(generator).__name__}). For a seed, pass torch.Generator().manual_seed(seed); for a seed per "
+            "sample, [torch.Generator().manual_seed(s) for s in seeds]."
+        )
+    if len(generator) != batch:
+        raise ValueError(
+            f"generator must be one torch.Generator or a list with one per sample; got {len(generator)} "
+            f"entries for {batch} class labels."
+        )
+    return list(generator)
+
+
 @dataclass(frozen=True)
 class _GenerationSettings:
     guidance_scale: float
@@ -412,19 +441,27 @@ class IBQARForImageGeneration(PreTrainedModel, GenerationMixin):
         ``output_loading_info=True`` returns ``(model, loading_info)`` and raises nothing for missing/unexpected
         keys (what transformers' own model tests rely on); ``ignore_mismatched_sizes=True`` re-initialises
         mis-shaped parameters instead of raising for them.
+
+        A path that looks local and does not exist raises :class:`~ibq_hf.errors.ModelFolderNotFoundError`; a repo
+        id that cannot be loaded offline raises :class:`~ibq_hf.errors.HubModelUnavailableError`
+        (:func:`ibq_hf.models.loading.resolve_pretrained`). Loads of small weights show no progress bars.
         """
-        if kwargs.pop("output_loading_info", False):
-            return super().from_pretrained(
-                pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
-            )
-        ignore_mismatched = bool(kwargs.pop("ignore_mismatched_sizes", False))
-        model, info = super().from_pretrained(
-            pretrained_model_name_or_path,
-            *model_args,
-            output_loading_info=True,
-            ignore_mismatched_sizes=True,  # report mis-shaped keys (checked below) instead of a bare RuntimeError
-            **kwargs,
+        pretrained_model_name_or_path = resolve_pretrained(
+            pretrained_model_name_or_path, "IBQ AR model (IBQARForImageGeneration)", "config.json", kwargs
         )
+        with quiet_small_load(pretrained_model_name_or_path, kwargs):
+            if kwargs.pop("output_loading_info", False):
+                return super().from_pretrained(
+                    pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
+                )
+            ignore_mismatched = bool(kwargs.pop("ignore_mismatched_sizes", False))
+            model, info = super().from_pretrained(
+                pretrained_model_name_or_path,
+                *model_args,
+                output_loading_info=True,
+                ignore_mismatched_sizes=True,  # report mis-shaped keys (checked below), not a bare RuntimeError
+                **kwargs,
+            )
         missing, unexpected = info.get("missing_keys", ()), info.get("unexpected_keys", ())
         mismatched = [] if ignore_mismatched else list(info.get("mismatched_keys", ()))
         if missing or unexpected or mismatched:
@@ -732,6 +769,8 @@ class IBQARForImageGeneration(PreTrainedModel, GenerationMixin):
         )
         labels = self._as_class_labels(class_labels, allow_null=False)
         batch = labels.shape[0]
+        if generator is not None and not isinstance(generator, torch.Generator):
+            _check_generator(generator, batch)  # also when greedy decoding ignores it
         num_steps = self.config.num_image_tokens
         uniforms = self._draw_uniforms(generator, batch, num_steps) if settings.do_sample else None
 
@@ -852,12 +891,7 @@ class IBQARForImageGeneration(PreTrainedModel, GenerationMixin):
             return torch.rand(batch, num_steps, device=self.device)
         if isinstance(generator, torch.Generator):
             return torch.rand(batch, num_steps, generator=generator, device=generator.device).to(self.device)
-        generators = list(generator)
-        if len(generators) != batch or not all(isinstance(g, torch.Generator) for g in generators):
-            raise ValueError(
-                f"generator must be one torch.Generator or a list with one per sample; got {len(generators)} "
-                f"entries for {batch} class labels."
-            )
+        generators = _check_generator(generator, batch)
         rows = [torch.rand(num_steps, generator=g, device=g.device).to(self.device) for g in generators]
         return torch.stack(rows)
 
@@ -887,10 +921,10 @@ class IBQARForImageGeneration(PreTrainedModel, GenerationMixin):
             guidance_schedule=str(values["guidance_schedule"]),
             guidance_cutoff=None
             if values["guidance_cutoff"] is None
-            else int(_finite_number("guidance_cutoff", values["guidance_cutoff"])),
+            else _whole_number("guidance_cutoff", values["guidance_cutoff"]),
             do_sample=bool(values["do_sample"]),
             temperature=_finite_number("temperature", values["temperature"]),
-            top_k=int(_finite_number("top_k", values["top_k"])),
+            top_k=_whole_number("top_k", values["top_k"]),
             top_p=_finite_number("top_p", values["top_p"]),
             cache_implementation=str(values["cache_implementation"]),
             compile_config=values["compile_config"],

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..errors import CheckpointKeyError
 from ..quantizer import IBQQuantizer
+from .loading import quiet_small_load, resolve_pretrained
 from .vanilla_quantizer import VanillaVectorQuantizer
 from .vq_blocks import Decoder, Encoder
 
@@ -283,11 +284,19 @@ class IBQVQModel(ModelMixin, ConfigMixin):
         :class:`~ibq_hf.errors.CheckpointKeyError` listing the keys (a mis-shaped key raises diffusers'
         ``ValueError`` naming it). ``output_loading_info=True`` asks for the report instead, as in transformers:
         it returns ``(model, loading_info)`` and raises nothing for missing or unexpected keys.
+
+        A path that looks local and does not exist raises :class:`~ibq_hf.errors.ModelFolderNotFoundError`; a repo
+        id that cannot be loaded offline raises :class:`~ibq_hf.errors.HubModelUnavailableError`
+        (:func:`ibq_hf.models.loading.resolve_pretrained`). Loads of small weights show no progress bars.
         """
-        return_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(
-            pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+        pretrained_model_name_or_path = resolve_pretrained(
+            pretrained_model_name_or_path, "IBQ tokenizer (IBQVQModel)", "config.json", kwargs
         )
+        return_info = kwargs.pop("output_loading_info", False)
+        with quiet_small_load(pretrained_model_name_or_path, kwargs):
+            model, info = super().from_pretrained(
+                pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+            )
         if return_info:
             return model, info
         missing, unexpected = info.get("missing_keys", []), info.get("unexpected_keys", [])
@@ -302,6 +311,26 @@ class IBQVQModel(ModelMixin, ConfigMixin):
                 "save_pretrained or re-run the conversion.",
             )
         return model
+
+    def to(self, *args, **kwargs):
+        """``Module.to`` that keeps the quantizer (the codebook) in fp32 when casting, without diffusers' warning.
+
+        diffusers' ``ModelMixin.to`` warns on every dtype cast and then casts ``_keep_in_fp32_modules`` too; here a
+        floating-point cast (``model.to(torch.bfloat16)``, ``pipe.to(torch.float32)``) leaves them in fp32, as
+        ``from_pretrained(..., dtype=...)`` does, so nothing needs a warning.
+        """
+        dtype = kwargs.get("dtype", next((a for a in args if isinstance(a, torch.dtype)), None))
+        if dtype is None or not dtype.is_floating_point or getattr(self, "is_quantized", False):
+            return super().to(*args, **kwargs)  # device moves, and diffusers' own errors
+        rest = [a for a in args if not isinstance(a, torch.dtype)]
+        others = {k: v for k, v in kwargs.items() if k != "dtype"}
+        if rest or "device" in others:
+            super().to(*rest, **others)
+        nn.Module.to(self, dtype)
+        for name, module in self.named_modules():
+            if name and name.split(".")[-1] in (self._keep_in_fp32_modules or ()):
+                module.float()
+        return self
 
     # -- properties ---------------------------------------------------------------------------------
 
@@ -435,8 +464,12 @@ class IBQVQModel(ModelMixin, ConfigMixin):
         return IBQVQDecoderOutput(sample=sample)
 
     @apply_forward_hook
+    @torch.no_grad()
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
-        """Decode code indices ``[B, h, w]`` to images ``[B, 3, h·f, w·f]`` (not clamped)."""
+        """Decode code indices ``[B, h, w]`` to images ``[B, 3, h·f, w·f]`` (not clamped; inference: no grad).
+
+        Indices carry no gradient, so this builds no graph; for a decoder loss use ``decode(quantize.lookup(i))``.
+        """
         self._check_indices(indices)
         return self.decode(self.quantize.lookup(indices)).sample
 

@@ -300,6 +300,7 @@ def load_image_dataset(
     cache_dir: str | None = None,
     token: str | bool | None = None,
     stats: DataStats | None = None,
+    protocol: str = DEFAULT_PROTOCOL,
 ) -> ImageStream:
     """Load an image classification dataset as a transformed, seeded, shardable, resumable `ImageStream`.
 
@@ -317,7 +318,8 @@ def load_image_dataset(
     ``ClassLabel`` feature. Images are decoded here (not by ``datasets``) so broken files are skipped and
     counted in ``stats``. Crops (``train=True``) are seeded per example by ``(transform_seed or seed, pass,
     offset)``: fresh every pass, identical on resume. ``rank`` / ``world_size`` are the defaults for iterating
-    the stream and for `ImageStream.batches`; the trainers set them from their own arguments.
+    the stream and for `ImageStream.batches`; the trainers set them from their own arguments. ``protocol`` names
+    the preprocessing (:data:`ibq_hf.image_processing.PROTOCOLS`; ``"pretrain"`` for the Pretrain tokenizers).
     """
     import datasets
 
@@ -327,6 +329,7 @@ def load_image_dataset(
         raise ValueError(f"shuffle_buffer_size must be >= 0, got {shuffle_buffer_size}.")
     stats = stats if stats is not None else DataStats()
     shuffle = train if shuffle is None else shuffle
+    transform = image_transform(resolution, train, hflip, protocol=protocol)  # checks the protocol name first
 
     if train_data_dir is not None:  # paths only: indexing is cheap and gives random access
         path, kwargs, streaming = "imagefolder", {"data_dir": train_data_dir}, False
@@ -367,7 +370,7 @@ def load_image_dataset(
         raw = raw.select_columns([c for c in (image_column, label_column) if c is not None])
     is_indexed = isinstance(raw, datasets.Dataset)
     source = _IndexedSource(raw) if is_indexed else _StreamedSource(raw, shuffle_buffer_size)
-    decoder = _Decoder(image_transform(resolution, train, hflip), image_column, label_column, stats)
+    decoder = _Decoder(transform, image_column, label_column, stats)
     return ImageStream(
         source, decoder, class_names=class_names, seed=seed, shuffle=shuffle,
         shuffle_buffer_size=shuffle_buffer_size, transform_seed=transform_seed, rank=rank, world_size=world_size,
