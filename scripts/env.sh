@@ -26,9 +26,13 @@ if [ ! -f "$venv/.complete" ]; then
     "$venv/bin/python" -m pip install --quiet --no-deps -r "$root/requirements/nodeps.txt" >&2
     touch "$venv/.complete"
 fi
-# The package itself is (re)installed every time: the clone may have moved since the venv was built.
-[ -z "$fresh" ] || say "4/4 installing ibq-hf from $root (editable)"
-"$venv/bin/python" -m pip install --quiet --no-deps -e "$root" >&2
+# The package is (re)installed (editable) unless this clone is the one installed: the clone may have moved since
+# the venv was built. A change of pyproject.toml changes the key above, so its metadata is never stale.
+installed="$("$venv/bin/python" -c 'import ibq_hf, os; print(os.path.dirname(os.path.dirname(os.path.abspath(ibq_hf.__file__))))' 2>/dev/null || true)"
+if [ -n "$fresh" ] || [ "$installed" != "$root/src" ]; then
+    say "4/4 installing ibq-hf from $root (editable)"
+    "$venv/bin/python" -m pip install --quiet --no-deps -e "$root" >&2
+fi
 # One obvious way in: <clone>/.venv → the environment (replaced only when it is a link or absent).
 if [ -L "$root/.venv" ] || [ ! -e "$root/.venv" ]; then
     ln -sfn "$venv" "$root/.venv"

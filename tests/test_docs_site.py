@@ -32,6 +32,10 @@ def _nav_pages(nav: list) -> list[str]:
     return pages
 
 
+# Builds the whole mkdocs site (~10 s): in the slow set, run before every resolve (`bash scripts/test.sh -m slow`).
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("site")

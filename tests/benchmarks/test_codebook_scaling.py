@@ -38,6 +38,7 @@ def _check(result: dict, sizes: list[int], arms: list[str], path: Path) -> None:
     assert "no LPIPS term" in result["deviations"][0]
 
 
+@pytest.mark.slow  # trains two tiny tokenizers (~5 s)
 def test_quick_run_two_arms_and_resume(tmp_path):
     module = _module()
     out = tmp_path / "scaling.json"

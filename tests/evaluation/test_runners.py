@@ -40,6 +40,7 @@ def digits_pipe():
     return pipe
 
 
+@pytest.mark.slow  # the default suite checks every file position against the pipeline (shuffle test)
 def test_sampling_is_independent_of_batching(tmp_path, digits_pipe):
     a = sample_for_fid(
         digits_pipe, tmp_path / "a.npz", images_per_class=3, batch_size=30, seed=5, progress=False

@@ -147,6 +147,7 @@ def photo(tmp_path) -> Path:
     return path
 
 
+@pytest.mark.slow  # starts the app server and Chromium (~30 s): run with -m slow
 def test_generate_and_reconstruct_in_browser(server, playwright_api, photo, capsys):
     sync_playwright, chromium = playwright_api
     shots = _artifacts_dir()
@@ -230,6 +231,7 @@ def _gallery_pixels(gallery: list[dict]) -> list[np.ndarray]:
     return [np.asarray(PIL.Image.open(item["image"])) for item in gallery]
 
 
+@pytest.mark.slow  # shares the app server of the browser test
 def test_api_with_gradio_client(server, tmp_path, monkeypatch, capsys):
     """A user's script: `gradio_client.Client` reads the listing, sends class ids and names, gets clear errors.
 

@@ -119,6 +119,7 @@ class _Recorder:
         return self.original(collator, rows)
 
 
+@pytest.mark.slow  # ~10 s; the 2-process codes tests are slow too, the default suite resumes the image paths
 def test_codes_training_draws_fresh_crops_each_epoch_and_resumes_exactly(tmp_path, one_thread, monkeypatch):
     """2.5 epochs (12 images, batch 4: 3 steps per epoch, 8 steps); resume from every checkpoint is bitwise exact
     (weights, optimizer) and continues with the crops the uninterrupted run drew."""

@@ -129,6 +129,7 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(str(folder / "model.safetensors"))
 
 
+@pytest.mark.slow  # ~11 s; atomic saves are also covered by test_crash_during_save_keeps_previous_checkpoint
 def test_resume_after_sigkill_is_bitwise_exact(tmp_path, one_thread):
     """Kill a run (SIGKILL, a real subprocess) right after checkpoint-3, mid-epoch; resuming must end exactly
     where an uninterrupted run ends (weights, with dropout and label dropout on, so RNG state matters too)."""

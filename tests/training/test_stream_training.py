@@ -102,7 +102,14 @@ def _check_every_resume(run, state, out: Path, steps: int) -> None:
     return full
 
 
-@pytest.mark.parametrize("source", ["imagefolder", "streamed parquet + buffer"])
+@pytest.mark.parametrize(
+    "source",
+    [
+        # ~8 s; the data-level test resumes an imagefolder exactly from every batch position by default
+        pytest.param("imagefolder", marks=pytest.mark.slow),
+        "streamed parquet + buffer",
+    ],
+)
 def test_tokenizer_resume_from_every_checkpoint_is_bitwise_exact(tmp_path, sources, source, one_thread):
     """4 steps of 4 images over 5 images (3.2 passes), random crops, accumulation 2 for the imagefolder; compared:
     generator, discriminator, LeCam buffers, EMA and both Adam states."""

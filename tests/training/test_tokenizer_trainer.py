@@ -338,7 +338,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-@pytest.mark.slow  # ~40 s; the AR script's SIGKILL test covers the shared atomic-checkpoint mechanism by default
+@pytest.mark.slow  # ~40 s; the default suite covers atomic saves (test_crash_during_save_keeps_previous_checkpoint)
 def test_train_ibq_resume_after_sigkill_is_bitwise_exact(tmp_path, one_thread):
     """train_ibq.py killed (SIGKILL, a real subprocess) right after checkpoint-3 and resumed ends with the same
     generator, discriminator, LeCam state and EMA export as an uninterrupted run."""

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointKeyError
+from ..file_utils import fsync_dir, fsync_tree
 
 __all__ = [
     "CheckpointKeyError",
@@ -238,7 +239,7 @@ def staged_output_dir(output_dir: str | os.PathLike, overwrite: bool = False) ->
         staging.mkdir()
     try:
         yield staging
-        _fsync_tree(staging)
+        fsync_tree(staging)
         if staging.parent == output_dir or not _swap(
             staging, output_dir, parent / f".{output_dir.name}.replaced-{tag}"
         ):
@@ -264,7 +265,7 @@ def _swap(staging: Path, output_dir: Path, old: Path) -> bool:
         if replaced:
             os.replace(old, output_dir)  # put the user's folder back
         raise
-    _fsync_dir(output_dir.absolute().parent)
+    fsync_dir(output_dir.absolute().parent)
     if replaced:
         shutil.rmtree(old, ignore_errors=True)
     return True
@@ -279,26 +280,8 @@ def _publish_in_place(staging: Path, output_dir: Path, tag: str) -> None:
             os.replace(entry, aside / entry.name)
     for entry in list(staging.iterdir()):
         shutil.move(os.fspath(entry), os.fspath(output_dir / entry.name))
-    _fsync_dir(output_dir)
+    fsync_dir(output_dir)
     shutil.rmtree(aside, ignore_errors=True)
-
-
-def _fsync_tree(folder: Path) -> None:
-    for root, _, files in os.walk(folder):
-        for name in files:
-            fd = os.open(os.path.join(root, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def check_shapes(

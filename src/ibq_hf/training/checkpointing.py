@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
+from ibq_hf.file_utils import fsync_dir, fsync_tree
+
 __all__ = ["STAGING_DIR_NAME", "AtomicCheckpointMixin"]
 
 STAGING_DIR_NAME = ".staging-checkpoint"  # never matches Trainer's ``^checkpoint-\d+$``
@@ -64,27 +66,12 @@ class AtomicCheckpointMixin:
         self.accelerator.wait_for_everyone()
 
 
-def _fsync_tree(folder: str) -> None:
-    """Flush every file of ``folder`` to disk so the rename publishes complete data."""
-    for root, _, files in os.walk(folder):
-        for fname in files:
-            fd = os.open(os.path.join(root, fname), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
-
 def _publish(staged: str, final: str, staging_root: str) -> None:
     """Make ``staged`` visible as ``final`` with renames only (an old ``final`` is moved aside first)."""
     if not os.path.isdir(staged):
         raise FileNotFoundError(f"Checkpoint staging folder {staged} is missing; the save did not complete.")
-    _fsync_tree(staged)
+    fsync_tree(staged)
     if os.path.exists(final):
         os.replace(final, os.path.join(staging_root, "replaced-" + os.path.basename(final)))
     os.replace(staged, final)
-    parent = os.open(os.path.dirname(final) or ".", os.O_RDONLY)
-    try:
-        os.fsync(parent)
-    finally:
-        os.close(parent)
+    fsync_dir(os.path.dirname(final) or ".")
