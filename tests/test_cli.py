@@ -260,20 +260,9 @@ def test_every_command_has_help(command, expected, capsys):
 def png_header(path: Path, width: int, height: int) -> Path:
     """A tiny PNG file whose header declares ``width × height`` pixels (a decompression bomb: a few hundred bytes
     that would decode to gigabytes)."""
-    import struct
-    import zlib
+    from handmade_png import png_bytes
 
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1024)) + chunk(b"IEND", b"")
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+    path.write_bytes(png_bytes(width, height, 8, 2, b"\0" * 1024))
     return path
 
 

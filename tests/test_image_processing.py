@@ -6,12 +6,10 @@ import io
 import json
 import math
 import random
-import struct
 import subprocess
 import sys
 import textwrap
 import warnings
-import zlib
 
 import numpy as np
 import PIL.Image
@@ -19,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from handmade_png import png_bytes
 from ibq_hf import image_processing
 from ibq_hf.errors import ImageDecodeError, ImageInputError, ImageSizeError
 from ibq_hf.image_processing import (
@@ -256,22 +255,7 @@ def _png_rgb16(array: np.ndarray) -> bytes:
     """A real 16-bit-per-channel RGB PNG (colour type 2, depth 16), written by hand (PIL cannot write one)."""
     h, w, _ = array.shape
     raw = b"".join(b"\x00" + array[y].astype(">u2").tobytes() for y in range(h))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
-
-    header = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(raw))
-        + chunk(b"IEND", b"")
-    )
+    return png_bytes(w, h, 16, 2, raw)
 
 
 def _png16_grey(values: np.ndarray) -> bytes:
