@@ -137,10 +137,10 @@ def evaluate_held_out(
     tokenizer: Any, data_dir: Path, resolution: int, kid_images: int, inception: Any, real_features: Any
 ) -> dict[str, Any]:
     """Utilization, perplexity, PSNR, KID/FID of ``tokenizer`` on the held-out split (center crops)."""
+    from ibq_hf.data import collate_images, load_image_dataset
     from ibq_hf.evaluation import InceptionFeatureAccumulator, frechet_distance, psnr_uint8
     from ibq_hf.evaluation.kid import kernel_inception_distance
-    from ibq_hf.quantizer import CodebookUsage
-    from ibq_hf.training.data import collate_images, load_image_dataset
+    from ibq_hf.models.quantizer import CodebookUsage
 
     stream = load_image_dataset(
         dataset_name=None, train_data_dir=str(data_dir), split="test", resolution=resolution, train=False,
@@ -191,8 +191,8 @@ def evaluate_held_out(
 
 
 def _real_features(data_dir: Path, resolution: int, kid_images: int, inception: Any) -> Any:
+    from ibq_hf.data import collate_images, load_image_dataset
     from ibq_hf.evaluation import InceptionFeatureAccumulator
-    from ibq_hf.training.data import collate_images, load_image_dataset
 
     stream = load_image_dataset(
         dataset_name=None, train_data_dir=str(data_dir), split="test", resolution=resolution, train=False,

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from _common import RESULTS_DIR, machine_info, merge_results, parse_choices, resolve_device, utc_now
 from transformers import CompileConfig
 
-from ibq_hf.models.ar_model import IBQARForImageGeneration, apply_rotary_emb_2d, rope_2d_cos_sin
 from ibq_hf.models.configuration_ar import IBQARConfig
+from ibq_hf.models.modeling_ar import IBQARForImageGeneration, apply_rotary_emb_2d, rope_2d_cos_sin
 
 # Released-model shape (vocab 16384, 1000 classes, 16×16 grid) unless a size overrides it.
 SIZES = {

@@ -56,7 +56,7 @@ def run_one(
     codebook_size: int, impl: str, repeats: int, tokens: int = 1024, dim: int = 256, device: str = "cpu"
 ) -> dict:
     """Measure one configuration in this process (a fresh subprocess, unless ``--in-process``)."""
-    from ibq_hf.quantizer import IBQQuantizer
+    from ibq_hf.models.quantizer import IBQQuantizer
 
     dev = torch.device(device)
     torch.manual_seed(0)

@@ -211,7 +211,7 @@ def apply_schedule(
 
 def _train_on_the_fly(script: ScriptArguments, args: IBQARTrainingArguments, vqvae, push: bool, hub_id):
     """The reference's mode: images streamed, random-cropped and tokenized by the frozen tokenizer every step."""
-    from ibq_hf.training.data import collate_images, load_image_dataset
+    from ibq_hf.data import collate_images, load_image_dataset
 
     if vqvae is None:
         raise ValueError("On-the-fly training (--images / --dataset_name) needs --tokenizer.")

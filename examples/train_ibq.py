@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from transformers import set_seed
 
 from ibq_hf import IBQVQModel
-from ibq_hf.training.data import collate_images, load_image_dataset
+from ibq_hf.data import collate_images, load_image_dataset
 from ibq_hf.training.distributed import check_ranks_in_sync
 from ibq_hf.training.script_parser import TrainingScriptParser
 from ibq_hf.training.tokenizer_trainer import (

@@ -48,8 +48,8 @@ import torch  # noqa: E402
 import ibq_hf  # noqa: E402
 from ibq_hf.evaluation.image_metrics import psnr_uint8  # noqa: E402
 from ibq_hf.image_processing import images_to_tensor, numpy_to_pil, to_rgb  # noqa: E402
+from ibq_hf.models.quantizer import codebook_usage  # noqa: E402
 from ibq_hf.pipeline import IBQPipeline  # noqa: E402
-from ibq_hf.quantizer import codebook_usage  # noqa: E402
 
 logger = logging.getLogger("ibq_hf.spaces")
 

@@ -13,8 +13,8 @@ from conftest import TINY_PIPELINE_AR_CONFIG, TINY_TOKENIZER_CONFIG
 from ibq_hf import IBQVQModel
 from ibq_hf.cli import main
 from ibq_hf.image_grid import auto_gutter
-from ibq_hf.models.ar_model import IBQARForImageGeneration
 from ibq_hf.models.configuration_ar import IBQARConfig
+from ibq_hf.models.modeling_ar import IBQARForImageGeneration
 from ibq_hf.pipeline import IBQPipeline
 
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]

@@ -91,8 +91,8 @@ def test_api_reference_is_generated_from_the_docstrings(site: Path) -> None:
 
     expectations = {
         "api/vq_model.md": [
-            ('id="ibq_hf.models.vq_model.IBQVQModel.tokenize"', None),
-            ('id="ibq_hf.models.vq_model.IBQVQModel.decode_indices"', None),
+            ('id="ibq_hf.models.modeling_vq.IBQVQModel.tokenize"', None),
+            ('id="ibq_hf.models.modeling_vq.IBQVQModel.decode_indices"', None),
             (None, "no softmax, no loss, no grad"),  # IBQVQModel.tokenize
         ],
         "api/pipeline.md": [
@@ -100,12 +100,12 @@ def test_api_reference_is_generated_from_the_docstrings(site: Path) -> None:
             (None, first_line(IBQPipeline.__call__)),
             (None, "num_images_per_prompt"),  # an argument documented in __call__'s Args section
         ],
-        "api/quantizer.md": [('id="ibq_hf.quantizer.IBQQuantizer"', None), (None, "codebook size")],
+        "api/quantizer.md": [('id="ibq_hf.models.quantizer.IBQQuantizer"', None), (None, "codebook size")],
         "api/conversion.md": [(None, first_line(convert_pipeline_checkpoint))],
-        "api/ar_model.md": [('id="ibq_hf.models.ar_model.IBQARForImageGeneration.generate"', None)],
+        "api/ar_model.md": [('id="ibq_hf.models.modeling_ar.IBQARForImageGeneration.generate"', None)],
         "api/configuration_ar.md": [('id="ibq_hf.models.configuration_ar.IBQARConfig"', None)],
         "api/training.md": [
-            ('id="ibq_hf.training.data.load_image_dataset"', None),
+            ('id="ibq_hf.data.load_image_dataset"', None),
             ('id="ibq_hf.training.tokenizer_trainer.IBQTokenizerTrainer"', None),
             ('id="ibq_hf.training.ar_trainer.IBQARTrainer"', None),
         ],

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from handmade_png import png_bytes
 from ibq_hf import image_processing
+from ibq_hf.data import _open_image, image_transform
 from ibq_hf.errors import ImageDecodeError, ImageInputError, ImageSizeError
 from ibq_hf.image_processing import (
     MAX_ASPECT_RATIO,
@@ -32,7 +33,6 @@ from ibq_hf.image_processing import (
     resized_size,
     to_rgb,
 )
-from ibq_hf.training.data import _open_image, image_transform
 
 # ---- oracles: the implementations these replace (full resize, then crop) ---------------------------------------
 
@@ -382,7 +382,7 @@ _MEMORY_SCRIPT = textwrap.dedent(
     torch.set_num_threads(1)
     from ibq_hf import IBQVQModel, image_processing
     from ibq_hf.pipeline import reconstruct
-    from ibq_hf.training.data import _open_image, image_transform
+    from ibq_hf.data import _open_image, image_transform
 
     def peak_mb():
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -95,7 +95,7 @@ def test_console_script_help_imports_no_heavy_library(tmp_path):
 
 
 def test_lazy_names_resolve_to_the_defining_objects():
-    from ibq_hf.models.vq_model import IBQVQModel
+    from ibq_hf.models.modeling_vq import IBQVQModel
     from ibq_hf.pipeline import IBQPipeline
 
     assert ibq_hf.IBQPipeline is IBQPipeline and ibq_hf.IBQVQModel is IBQVQModel

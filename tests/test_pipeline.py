@@ -16,8 +16,8 @@ from huggingface_hub import HfApi, RepoUrl
 from conftest import TINY_PIPELINE_AR_CONFIG, TINY_TOKENIZER_CONFIG
 from ibq_hf import IBQVQModel
 from ibq_hf.imagenet_labels import imagenet_id2label, imagenet_wnids
-from ibq_hf.models.ar_model import IBQARForImageGeneration
 from ibq_hf.models.configuration_ar import IBQARConfig
+from ibq_hf.models.modeling_ar import IBQARForImageGeneration
 from ibq_hf.pipeline import (
     IBQPipeline,
     ImagePipelineOutput,
@@ -337,8 +337,8 @@ def test_other_errors(pipe):
 def test_save_load_round_trip(pipe, saved):
     index = json.loads((saved / "model_index.json").read_text())
     assert index["_class_name"] == "IBQPipeline"
-    assert index["vqvae"] == ["ibq_hf.models.vq_model", "IBQVQModel"]
-    assert index["transformer"] == ["ibq_hf.models.ar_model", "IBQARForImageGeneration"]
+    assert index["vqvae"] == ["ibq_hf.models.modeling_vq", "IBQVQModel"]
+    assert index["transformer"] == ["ibq_hf.models.modeling_ar", "IBQARForImageGeneration"]
     files = sorted(str(p.relative_to(saved)) for p in saved.rglob("*") if p.is_file())
     assert "vqvae/diffusion_pytorch_model.safetensors" in files and "transformer/model.safetensors" in files
     assert not [f for f in files if f.endswith((".bin", ".pt", ".pth", ".ckpt"))]
@@ -621,7 +621,7 @@ def test_reconstruct_errors(pipe, images, kwargs, match):
 def test_reconstruct_uses_the_evaluation_protocol(pipe):
     """`reconstruct(resolution=R)` tokenizes exactly the pixels `ibq-hf evaluate tokenizer` measures (reference
     protocol: bilinear without antialias, centre crop), no longer a bicubic antialiased resize."""
-    from ibq_hf.training.data import image_transform
+    from ibq_hf.data import image_transform
 
     rng = np.random.default_rng(2)
     for shape in [(20, 30, 3), (64, 40, 3), (33, 33, 3)]:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ibq_hf.quantizer import (
+from ibq_hf.models.quantizer import (
     ChunkedIBQFunction,
     CodebookUsage,
     IBQQuantizer,

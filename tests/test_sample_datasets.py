@@ -53,7 +53,7 @@ def test_splits_are_disjoint_photographs_and_seeded(tmp_path):
 
 def test_crops_stream_through_the_common_data_path(tmp_path):
     pytest.importorskip("datasets")
-    from ibq_hf.training.data import load_image_dataset
+    from ibq_hf.data import load_image_dataset
 
     write_skimage_photo_crops(tmp_path, resolution=16, train_crops=11, eval_crops=4, seed=0)
     counts = {}

@@ -5,7 +5,7 @@ public name below is imported on first use (``ibq_hf.IBQPipeline``, ``from ibq_h
 ``ibq-hf`` command line starts fast. ``IBQARConfig`` / ``IBQARForImageGeneration`` are registered with the
 transformers Auto classes (``model_type="ibq_ar"``) when their module is imported: by the first use of
 ``ibq_hf.IBQARConfig``, ``ibq_hf.IBQARForImageGeneration`` or ``ibq_hf.IBQPipeline``, or by
-``import ibq_hf.models.ar_model``.
+``import ibq_hf.models.modeling_ar``.
 """
 
 from typing import TYPE_CHECKING
@@ -16,20 +16,20 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     ".imagenet_labels": ["imagenet_id2label"],
-    ".models.ar_model": ["IBQARForImageGeneration"],
+    ".models.modeling_ar": ["IBQARForImageGeneration"],
     ".models.configuration_ar": ["IBQARConfig"],
-    ".models.vq_model": ["IBQVQDecoderOutput", "IBQVQEncoderOutput", "IBQVQModel", "IBQVQModelOutput"],
+    ".models.modeling_vq": ["IBQVQDecoderOutput", "IBQVQEncoderOutput", "IBQVQModel", "IBQVQModelOutput"],
     ".pipeline": ["IBQPipeline", "IBQReconstructionOutput"],
-    ".quantizer": ["CodebookUsage", "IBQQuantizer", "IBQQuantizerOutput", "codebook_usage"],
+    ".models.quantizer": ["CodebookUsage", "IBQQuantizer", "IBQQuantizerOutput", "codebook_usage"],
 }
 
 if TYPE_CHECKING:
     from .imagenet_labels import imagenet_id2label
-    from .models.ar_model import IBQARForImageGeneration
     from .models.configuration_ar import IBQARConfig
-    from .models.vq_model import IBQVQDecoderOutput, IBQVQEncoderOutput, IBQVQModel, IBQVQModelOutput
+    from .models.modeling_ar import IBQARForImageGeneration
+    from .models.modeling_vq import IBQVQDecoderOutput, IBQVQEncoderOutput, IBQVQModel, IBQVQModelOutput
+    from .models.quantizer import CodebookUsage, IBQQuantizer, IBQQuantizerOutput, codebook_usage
     from .pipeline import IBQPipeline, IBQReconstructionOutput
-    from .quantizer import CodebookUsage, IBQQuantizer, IBQQuantizerOutput, codebook_usage
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 

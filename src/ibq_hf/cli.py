@@ -208,7 +208,7 @@ def _load_tokenizer(model: str, revision: str | None, local_files_only: bool, dt
     from huggingface_hub.errors import EntryNotFoundError
 
     from .models.loading import resolve_pretrained
-    from .models.vq_model import IBQVQModel
+    from .models.modeling_vq import IBQVQModel
 
     kwargs = {"revision": revision, "local_files_only": local_files_only, "dtype": dtype}
     # A missing local folder or an unreachable, uncached repo id fails here, in one sentence.

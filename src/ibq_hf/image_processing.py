@@ -1,7 +1,7 @@
 """Image input for every IBQ path: safe decoding, mode conversion, and the one resize/crop per named protocol.
 
 Everything that turns a user's or a dataset's picture into tokenizer input goes through this module — the
-training data path (`ibq_hf.training.data.image_transform`), `reconstruct` / `ibq-hf reconstruct`,
+training data path (`ibq_hf.data.image_transform`), `reconstruct` / `ibq-hf reconstruct`,
 `ibq-hf evaluate tokenizer`, code extraction and the demo — so they all see the same pixels.
 
 Protocols (``protocol=`` everywhere):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,9 +31,10 @@ from huggingface_hub import HfApi
 from .hub_utils import write_model_card
 from .image_processing import ImageInput, images_to_tensor, numpy_to_pil, postprocess_images
 from .imagenet_labels import IMAGENET_NUM_CLASSES, imagenet_id2label
-from .models.ar_model import IBQARForImageGeneration
+from .models import modeling_ar, modeling_vq
 from .models.loading import quiet_small_load, resolve_pretrained
-from .models.vq_model import IBQVQModel
+from .models.modeling_ar import IBQARForImageGeneration
+from .models.modeling_vq import IBQVQModel
 
 __all__ = [
     "OUTPUT_TYPES",
@@ -53,6 +55,12 @@ OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 # Weight files that are not safetensors never leave the machine with a push.
 _PICKLE_PATTERNS = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl"]
 _DEFAULT_LABEL = re.compile(r"^LABEL_\d+$")
+
+# Folders saved before the architecture step record these module paths for their components in model_index.json;
+# diffusers loads a component only from a module that is already imported, so the old names alias today's modules.
+LEGACY_COMPONENT_MODULES = {"ibq_hf.models.ar_model": modeling_ar, "ibq_hf.models.vq_model": modeling_vq}
+for _old_path, _module in LEGACY_COMPONENT_MODULES.items():
+    sys.modules.setdefault(_old_path, _module)
 
 ClassLabels = int | str | Sequence[int | str] | torch.Tensor | np.ndarray
 

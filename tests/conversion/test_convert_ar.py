@@ -16,8 +16,8 @@ from ibq_hf.conversion.ar import (
     write_ar_model_card,
 )
 from ibq_hf.conversion.common import CheckpointKeyError
-from ibq_hf.models.ar_model import IBQARForImageGeneration
 from ibq_hf.models.configuration_ar import IBQ_AR_PRESETS, IBQARConfig
+from ibq_hf.models.modeling_ar import IBQARForImageGeneration
 
 TINY = {
     "vocab_size": 64,

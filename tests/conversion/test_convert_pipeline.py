@@ -13,8 +13,8 @@ from ibq_hf import IBQVQModel
 from ibq_hf.cli import main
 from ibq_hf.conversion.common import CheckpointKeyError
 from ibq_hf.conversion.pipeline import _card_fields, convert_pipeline_checkpoint
-from ibq_hf.models.ar_model import IBQARForImageGeneration
 from ibq_hf.models.configuration_ar import IBQARConfig
+from ibq_hf.models.modeling_ar import IBQARForImageGeneration
 from ibq_hf.pipeline import IBQPipeline
 
 TINY_AR = TINY_PIPELINE_AR_CONFIG

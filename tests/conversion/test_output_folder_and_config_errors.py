@@ -18,8 +18,8 @@ from ibq_hf.conversion.ar import convert_ar_checkpoint
 from ibq_hf.conversion.common import CheckpointKeyError
 from ibq_hf.conversion.pipeline import convert_pipeline_checkpoint
 from ibq_hf.conversion.tokenizer import convert_tokenizer_checkpoint
-from ibq_hf.models.ar_model import IBQARForImageGeneration
 from ibq_hf.models.configuration_ar import IBQARConfig
+from ibq_hf.models.modeling_ar import IBQARForImageGeneration
 from ibq_hf.pipeline import IBQPipeline
 
 # GPT(...) arguments of the tiny AR model below, as an original training YAML holds them.

@@ -54,7 +54,7 @@ def test_tokenizer_script_on_real_photos(photo_folder, tokenizer_dir, tmp_path, 
     result = json.loads((out / "tokenizer_eval.json").read_text())
     assert result["num_images"] == 4 and result["resolution"] == 16
     # independent recomputation: the reference eval transform, the model, skimage
-    from ibq_hf.training.data import image_transform
+    from ibq_hf.data import image_transform
 
     transform = image_transform(16, train=False)
     pictures = torch.stack(

@@ -15,7 +15,7 @@ from ibq_hf.evaluation import (
     manifold_radii,
     precision_recall,
 )
-from ibq_hf.quantizer import CodebookUsage
+from ibq_hf.models.quantizer import CodebookUsage
 
 
 def test_inception_score_known_values():

@@ -7,8 +7,8 @@ import torch
 from transformers import CompileConfig, DynamicCache, GenerationConfig, StaticCache
 
 from conftest import TINY_AR_CONFIG
-from ibq_hf.models.ar_model import IBQARForImageGeneration, _sample_from_probs, filter_top_k_top_p
 from ibq_hf.models.configuration_ar import IBQARConfig
+from ibq_hf.models.modeling_ar import IBQARForImageGeneration, _sample_from_probs, filter_top_k_top_p
 
 TINY = TINY_AR_CONFIG
 NULL = 10

@@ -35,5 +35,9 @@ def test_tokens_equal_the_saved_reference(digits_transformer, case):
 
 def test_reference_covers_greedy_and_sampled_settings():
     names = {c["name"] for c in REFERENCE["cases"]}
-    assert any(not c.get("do_sample", True) for c in REFERENCE["cases"]) and len(names) == len(REFERENCE["cases"])
-    assert any("top_p" in c for c in REFERENCE["cases"]) and any("guidance_cutoff" in c for c in REFERENCE["cases"])
+    assert any(not c.get("do_sample", True) for c in REFERENCE["cases"]) and len(names) == len(
+        REFERENCE["cases"]
+    )
+    assert any("top_p" in c for c in REFERENCE["cases"]) and any(
+        "guidance_cutoff" in c for c in REFERENCE["cases"]
+    )

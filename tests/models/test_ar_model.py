@@ -10,13 +10,13 @@ import torch.nn.functional as F
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from conftest import TINY_AR_CONFIG
-from ibq_hf.models.ar_model import (
+from ibq_hf.models.configuration_ar import IBQ_AR_PRESETS, IBQARConfig, preset_name, swiglu_hidden_size
+from ibq_hf.models.modeling_ar import (
     IBQARForImageGeneration,
     IBQARRMSNorm,
     apply_rotary_emb_2d,
     rope_2d_cos_sin,
 )
-from ibq_hf.models.configuration_ar import IBQ_AR_PRESETS, IBQARConfig, preset_name, swiglu_hidden_size
 
 TINY = TINY_AR_CONFIG
 NO_DROPOUT = {"resid_dropout": 0.0, "ffn_dropout": 0.0, "token_dropout": 0.0, "class_dropout_prob": 0.0}

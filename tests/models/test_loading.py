@@ -13,10 +13,10 @@ import torch
 from conftest import TINY_PIPELINE_AR_CONFIG, TINY_TOKENIZER_CONFIG
 from ibq_hf.errors import HubModelUnavailableError, ModelFolderNotFoundError
 from ibq_hf.models import loading
-from ibq_hf.models.ar_model import IBQARForImageGeneration
 from ibq_hf.models.configuration_ar import IBQARConfig
 from ibq_hf.models.loading import looks_local, resolve_pretrained
-from ibq_hf.models.vq_model import IBQVQModel
+from ibq_hf.models.modeling_ar import IBQARForImageGeneration
+from ibq_hf.models.modeling_vq import IBQVQModel
 from ibq_hf.pipeline import IBQPipeline
 
 LOADERS = {

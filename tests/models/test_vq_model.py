@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from ibq_hf import IBQVQModel
 from ibq_hf.errors import CheckpointKeyError
-from ibq_hf.models.vq_model import TOKENIZER_PRESETS
+from ibq_hf.models.modeling_vq import TOKENIZER_PRESETS
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from ibq_hf import IBQARConfig, IBQARForImageGeneration, IBQVQModel
+from ibq_hf.data import collate_images, load_image_dataset
 from ibq_hf.training.ar_trainer import IBQARTrainer, IBQARTrainingArguments
-from ibq_hf.training.data import collate_images, load_image_dataset
 from ibq_hf.training.distributed import check_ranks_in_sync
 from ibq_hf.training.tokenizer_trainer import (
     IBQTokenizerTrainer,

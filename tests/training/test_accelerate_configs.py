@@ -8,7 +8,7 @@ import pytest
 from accelerate.commands.config.config_args import load_config_from_file
 from accelerate.utils import DistributedType
 
-from ibq_hf.models.ar_model import IBQARForImageGeneration
+from ibq_hf.models.modeling_ar import IBQARForImageGeneration
 
 CONFIGS = Path(__file__).resolve().parents[2] / "examples" / "configs"
 

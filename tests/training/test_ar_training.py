@@ -289,7 +289,7 @@ def test_extract_codes_random_crops_are_seeded(tmp_path, tiny_tokenizer):
     import numpy as np
     from PIL import Image
 
-    from ibq_hf.training.data import image_transform
+    from ibq_hf.data import image_transform
 
     for name in ("a", "b"):
         (tmp_path / "images" / name).mkdir(parents=True)

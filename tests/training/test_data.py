@@ -21,7 +21,7 @@ from numbered_images import (  # noqa: E402
     write_numbered_parquet,
 )
 
-from ibq_hf.training.data import (  # noqa: E402
+from ibq_hf.data import (  # noqa: E402
     DataStats,
     GatedDatasetError,
     collate_images,

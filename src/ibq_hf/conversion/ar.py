@@ -23,7 +23,6 @@ from typing import Any
 import torch
 
 from ..hub_utils import metrics_table, write_model_card
-from ..models.ar_model import IBQARForImageGeneration
 from ..models.configuration_ar import (
     IBQ_AR_PRESETS,
     IBQ_AR_RECOMMENDED_SAMPLING,
@@ -31,6 +30,7 @@ from ..models.configuration_ar import (
     preset_name,
     recommended_generation_config,
 )
+from ..models.modeling_ar import IBQARForImageGeneration
 from .common import (
     CheckpointKeyError,
     assign_state_dict,

@@ -16,7 +16,7 @@ import torch
 
 from ..hub_utils import metrics_table
 from ..models.configuration_ar import IBQ_AR_RECOMMENDED_SAMPLING, preset_name
-from ..models.vq_model import IBQVQModel
+from ..models.modeling_vq import IBQVQModel
 from ..pipeline import IBQPipeline
 from .ar import (
     IGNORED_PREFIXES,

@@ -33,7 +33,7 @@ import torch
 
 from ..hub_utils import metrics_table, write_model_card
 from ..image_processing import PROTOCOLS
-from ..models.vq_model import _IMAGENET_ARCH, IBQVQModel
+from ..models.modeling_vq import _IMAGENET_ARCH, IBQVQModel
 from .common import (
     CheckpointKeyError,
     check_output_dir,

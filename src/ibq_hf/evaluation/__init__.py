@@ -4,7 +4,7 @@
   weights have them); `FeatureStatistics` (streaming float64 mean/covariance) and `frechet_distance`.
 * `inception_score`, `precision_recall` (ADM's k = 3 manifolds), `psnr_ssim` / `PSNRSSIM` (uint8 truncation +
   skimage), `load_lpips` (VGG / AlexNet; `WeightsUnavailableError` when weights are missing), codebook usage
-  (`ibq_hf.quantizer.CodebookUsage`).
+  (`ibq_hf.models.quantizer.CodebookUsage`).
 * ADM ``.npz`` batches: `NpzImageWriter`, `NpzImageReader`, `save_adm_npz`.
 * Loops: `evaluate_tokenizer`, `sample_for_fid`, `evaluate_generation` (used by ``ibq-hf evaluate`` and examples/).
 * `evaluate` modules shipped with the package: ``evaluate.load(metric_path("fid"))``.

@@ -89,7 +89,7 @@ def _image_batches(
     """
     from torch.utils.data import DataLoader
 
-    from ..training.data import collate_images, load_image_dataset
+    from ..data import collate_images, load_image_dataset
 
     stream = load_image_dataset(
         dataset_name=args.dataset,

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..image_processing import to_rgb
-from ..quantizer import CodebookUsage
+from ..models.quantizer import CodebookUsage
 from .errors import InceptionLogitsUnavailableError
 from .features import InceptionFeatureAccumulator
 from .fid import frechet_distance

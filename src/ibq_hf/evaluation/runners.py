@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..quantizer import CodebookUsage
+from ..models.quantizer import CodebookUsage
 from .errors import MetricUnavailableError
 from .features import InceptionFeatureAccumulator
 from .fid import frechet_distance

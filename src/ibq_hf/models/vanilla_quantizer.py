@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..quantizer import IBQQuantizerOutput
+from .quantizer import IBQQuantizerOutput
 
 __all__ = ["VanillaVectorQuantizer", "nearest_code_indices_l2"]
 
@@ -61,7 +61,7 @@ def nearest_code_indices_l2(
 class VanillaVectorQuantizer(nn.Module):
     """Nearest-code vector quantizer with straight-through gradients (the VQGAN baseline).
 
-    Same interface as :class:`~ibq_hf.IBQQuantizer` (``forward`` → :class:`~ibq_hf.quantizer.IBQQuantizerOutput`,
+    Same interface as :class:`~ibq_hf.IBQQuantizer` (``forward`` → :class:`~ibq_hf.models.quantizer.IBQQuantizerOutput`,
     ``nearest_indices``, ``lookup``, ``embedding``), so :class:`~ibq_hf.IBQVQModel` and the trainers use it
     unchanged. The entropy terms of the output are always ``None``.
 

@@ -4,7 +4,7 @@
 runs with the inference-only install.
 """
 
-from ibq_hf.training.data import (
+from ibq_hf.data import (
     DataStats,
     GatedDatasetError,
     ImageBatches,

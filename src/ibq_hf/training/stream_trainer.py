@@ -1,7 +1,7 @@
 """``Trainer`` glue for image streams: per-rank batches, the stream position in checkpoints, exact resume.
 
 Mixed into both trainers of this package (before ``Trainer`` in the bases). With an
-:class:`~ibq_hf.training.data.ImageStream` as ``train_dataset``:
+:class:`~ibq_hf.data.ImageStream` as ``train_dataset``:
 
 * **sharding**: every rank builds its own batches (`ImageBatches`: rank ``r`` decodes examples ``r, r + N, ...``
   of each global micro-batch), in a plain ``DataLoader`` that accelerate neither shards again nor dispatches from
@@ -26,7 +26,7 @@ from typing import Any
 from torch.utils.data import DataLoader
 from transformers.utils import logging
 
-from ibq_hf.training.data import STREAM_POSITION_KEY, ImageBatches, ImageStream
+from ibq_hf.data import STREAM_POSITION_KEY, ImageBatches, ImageStream
 
 logger = logging.get_logger(__name__)
 

@@ -41,8 +41,8 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import has_length
 from transformers.utils import logging
 
-from ibq_hf.models.vq_model import IBQVQModel
-from ibq_hf.quantizer import CodebookUsage
+from ibq_hf.models.modeling_vq import IBQVQModel
+from ibq_hf.models.quantizer import CodebookUsage
 from ibq_hf.training.checkpointing import AtomicCheckpointMixin
 from ibq_hf.training.ema import EMAModel
 from ibq_hf.training.losses import (

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..image_processing import DEFAULT_PROTOCOL, PROTOCOLS, _randint, open_image, preprocess
+from .image_processing import DEFAULT_PROTOCOL, PROTOCOLS, _randint, open_image, preprocess
 
 __all__ = [
     "STREAM_POSITION_KEY",

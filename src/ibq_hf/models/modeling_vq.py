@@ -20,8 +20,8 @@ from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch import nn
 
 from ..errors import CheckpointKeyError
-from ..quantizer import IBQQuantizer
 from .loading import quiet_small_load, resolve_pretrained
+from .quantizer import IBQQuantizer
 from .vanilla_quantizer import VanillaVectorQuantizer
 from .vq_blocks import Decoder, Encoder
 
