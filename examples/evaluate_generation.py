@@ -14,7 +14,7 @@ it is reported as unavailable. Same as ``ibq-hf evaluate generation``.
 
 import sys
 
-from ibq_hf.evaluation.commands import generation_main
+from ibq_hf.cli.evaluate import generation_main
 
 if __name__ == "__main__":
     sys.exit(generation_main())

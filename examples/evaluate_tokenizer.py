@@ -17,7 +17,7 @@ and ``tokenizer_eval.md`` under ``--output-dir``. Same as ``ibq-hf evaluate toke
 
 import sys
 
-from ibq_hf.evaluation.commands import tokenizer_main
+from ibq_hf.cli.evaluate import tokenizer_main
 
 if __name__ == "__main__":
     sys.exit(tokenizer_main())

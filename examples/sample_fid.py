@@ -16,7 +16,7 @@ Same as ``ibq-hf evaluate sample``.
 
 import sys
 
-from ibq_hf.evaluation.commands import sample_main
+from ibq_hf.cli.evaluate import sample_main
 
 if __name__ == "__main__":
     sys.exit(sample_main())

@@ -47,7 +47,6 @@ from ibq_hf.training.ar_trainer import (
     IBQARTrainer,
     IBQARTrainingArguments,
     load_codes_dataset,
-    write_ar_model_card,
 )
 from ibq_hf.training.distributed import check_ranks_in_sync
 from ibq_hf.training.script_parser import TrainingScriptParser
@@ -261,17 +260,19 @@ def _train_and_export(trainer: IBQARTrainer, args, vqvae, source: str | None, pu
         # The card and the pipeline are built from the saved files, not the in-memory (possibly sharded or
         # bf16-cast) model: what is exported is exactly what from_pretrained will read.
         model = IBQARForImageGeneration.from_pretrained(args.output_dir)
-        write_ar_model_card(model, args.output_dir, dataset=source, repo_id=hub_id)
+        name = hub_id or os.path.basename(os.path.abspath(args.output_dir))
+        card = {"trained": True, "dataset": source, "name": name}
+        model.write_model_card(args.output_dir, **card)
         export = args.output_dir
         if vqvae is not None:
             from ibq_hf import IBQPipeline
 
             export = os.path.join(args.output_dir, "pipeline")
-            IBQPipeline(vqvae=vqvae, transformer=model.eval()).save_pretrained(export)
+            IBQPipeline(vqvae=vqvae, transformer=model.eval()).save_pretrained(export, model_card=card)
         if push:
-            from ibq_hf.pipeline import upload_folder_to_hub
+            from ibq_hf.hub_utils import upload_folder_to_hub
 
-            upload_folder_to_hub(export, hub_id or os.path.basename(os.path.abspath(args.output_dir)))
+            upload_folder_to_hub(export, name)
     return trainer
 
 

@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> IBQTokenizerTrainer:
     if trainer.is_world_process_zero():
         print(f"data: {stream.stats.as_dict()}", flush=True)
         if push:
-            from ibq_hf.pipeline import upload_folder_to_hub
+            from ibq_hf.hub_utils import upload_folder_to_hub
 
             upload_folder_to_hub(
                 args.output_dir, hub_id or os.path.basename(os.path.abspath(args.output_dir))

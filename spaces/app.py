@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import colorsys
+import contextvars
 import logging
 import math
 import os
-import re
+import queue
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -44,10 +46,12 @@ except ImportError:  # pragma: no cover - depends on how the app is launched
 
 import gradio as gr  # noqa: E402  (after the sys.path fallback above)
 import torch  # noqa: E402
+from transformers.generation.streamers import BaseStreamer  # noqa: E402
 
 import ibq_hf  # noqa: E402
 from ibq_hf.evaluation.image_metrics import psnr_uint8  # noqa: E402
-from ibq_hf.image_processing import images_to_tensor, numpy_to_pil, to_rgb  # noqa: E402
+from ibq_hf.image_processing import images_to_tensor, to_rgb, to_uint8  # noqa: E402
+from ibq_hf.models.generation_ar import resolve_generation_settings  # noqa: E402
 from ibq_hf.models.quantizer import codebook_usage  # noqa: E402
 from ibq_hf.pipeline import IBQPipeline  # noqa: E402
 
@@ -83,6 +87,8 @@ class DemoLimits:
     max_queue_size: int = 16
     #: Small outputs are enlarged (nearest neighbour, integer factor) to at least this many pixels for display.
     display_size: int = 256
+    #: Partial images shown while a Generate request samples (each costs one decoder pass); 0 = final images only.
+    previews: int = 4
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -158,11 +164,6 @@ def index_map_image(indices: np.ndarray | torch.Tensor, num_codes: int, cell: in
     if ids.ndim != 2:
         raise ValueError(f"indices must be [h, w], got shape {ids.shape}.")
     return upscale_nearest(code_palette(num_codes)[ids.astype(np.int64)], max(1, cell))
-
-
-def _to_display_uint8(image: np.ndarray) -> np.ndarray:
-    """Float [H, W, 3] in [0, 1] → uint8 by rounding, exactly as the pipeline's PIL output (what users save)."""
-    return np.asarray(numpy_to_pil(image[None])[0])
 
 
 def display_factor(side: int, display_size: int) -> int:
@@ -299,6 +300,58 @@ class GenerationRequest:
     seed: int
     num_images: int
 
+    @property
+    def seeds(self) -> list[int]:
+        """Seed of each image: image i uses ``seed + i`` (wrapping at 2**32)."""
+        return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.num_images)]
+
+
+class PreviewStreamer(BaseStreamer):
+    """A transformers streamer that hands partial token grids from the sampling thread to a reader.
+
+    ``generate()`` calls ``put(tokens)`` once per step with that step's image tokens ([B] or [B, 1]) and
+    ``end()`` after the last. Every ``every`` steps (below ``total``) the tokens so far, [B, n], are queued;
+    iterating yields the newest queued grid (older ones a slow reader has not taken are skipped) until ``end()``
+    or ``close()``.
+    """
+
+    def __init__(self, every: int, total: int) -> None:
+        if every < 1:
+            raise ValueError(f"every must be >= 1 (steps between previews), got {every}.")
+        self.every = every
+        self.total = total
+        self._steps: list[torch.Tensor] = []
+        self._queue: queue.Queue[torch.Tensor | None] = queue.Queue()
+
+    def put(self, value: torch.Tensor) -> None:
+        self._steps.append(value.detach().reshape(-1).cpu())
+        done = len(self._steps)
+        if done % self.every == 0 and done < self.total:
+            self._queue.put(torch.stack(self._steps, dim=1))
+
+    def end(self) -> None:
+        self._queue.put(None)
+
+    def close(self) -> None:
+        """Stop the reader (the producer calls it when sampling ends, also after a failure)."""
+        self._queue.put(None)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            finished = False
+            while not self._queue.empty():  # only the newest grid is worth decoding
+                newer = self._queue.get()
+                if newer is None:
+                    finished = True
+                    break
+                item = newer
+            yield item
+            if finished:
+                return
+
 
 @dataclass
 class TokenizeResult:
@@ -337,8 +390,10 @@ class IBQDemo:
         self.vocab_size = int(pipe.transformer.config.vocab_size)
         self.codebook_size = int(pipe.vqvae.config.num_embeddings)
         self.tokenizer_resolution = int(pipe.vqvae.config.resolution)
-        self.image_size = int(pipe.transformer.config.grid_size) * int(pipe.vqvae.downsample_factor)
+        self.grid_size = int(pipe.transformer.config.grid_size)
+        self.image_size = self.grid_size * int(pipe.vqvae.downsample_factor)
         self.id2label = pipe.id2label
+        self._resolve_class_labels = pipe.resolve_class_labels  # the model's classes: fixed once loaded
 
     # ---- generation ---------------------------------------------------------------------------------------
 
@@ -349,50 +404,40 @@ class IBQDemo:
         return [(f"{i}: {name}", i) for i, name in self.id2label.items()]
 
     def generation_defaults(self) -> dict[str, float]:
-        """Slider defaults from the model's generation config (e.g. guidance 2.0 for the digits model)."""
-        config = self.pipe.transformer.generation_config
-
-        def pick(name: str, fallback: float) -> float:
-            value = getattr(config, name, None)
-            return fallback if value is None else value
-
-        return {
-            "guidance_scale": float(pick("guidance_scale", 1.0)),
-            "temperature": float(pick("temperature", 1.0)),
-            "top_k": int(pick("top_k", 0)),
-            "top_p": float(pick("top_p", 1.0)),
-        }
+        """Slider defaults: what the model samples with when a call sets nothing (its generation config merged
+        with the built-in defaults by :func:`~ibq_hf.models.generation_ar.resolve_generation_settings`, e.g.
+        guidance 2.0 for the digits model). An invalid stored config falls back to the built-in defaults."""
+        try:
+            settings = resolve_generation_settings(self.pipe.transformer.generation_config)
+        except ValueError as error:
+            message = one_line(str(error))
+            logger.warning("invalid generation config (%s); the controls start at the defaults", message)
+            settings = resolve_generation_settings(None)
+        return {name: settings[name] for name in ("guidance_scale", "temperature", "top_k", "top_p")}
 
     def parse_class_label(self, value: Any) -> int:
-        """Dropdown value, id, ``"3: name"`` or a class name → a class id in range (else a clear error)."""
+        """Dropdown value, id, ``"3: name"`` or a class name → one class id in range (else a clear error).
+
+        The pipeline's parser (:meth:`IBQPipeline.resolve_class_labels`) does the work; the demo adds what a web
+        form sends (whole floats such as ``7.0``) and refuses lists, which would be several classes.
+        """
         if value is None or (isinstance(value, str) and not value.strip()):
             raise _fail("Pick a class first.")
-        if isinstance(value, bool):
-            raise _fail(f"Class must be an id or a name, got {value!r}.")
-        if isinstance(value, (int, float, np.integer, np.floating)):
-            if not math.isfinite(value) or float(value) != int(
-                value
-            ):  # int(nan) would raise a bare ValueError
-                raise _fail(f"Class id must be a whole number, got {value!r}.")
-            class_id = int(value)
-        elif isinstance(value, str):
-            text = value.strip()
-            match = re.fullmatch(r"(-?\d+)(\s*:.*)?", text, flags=re.DOTALL)
-            if match:
-                class_id = int(match.group(1))
-            else:
-                try:
-                    return self.pipe.get_label_ids(text)[0]
-                except ValueError as error:  # unknown or ambiguous name; point at the page, not at `pipe`
-                    message = str(error).replace("listed in pipe.id2label", "listed in the Class dropdown")
-                    raise _fail(message) from None
-        else:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str, np.integer, np.floating)):
             raise _fail(f"Class must be an id or a name, got {type(value).__name__}.")
-        if not 0 <= class_id < self.num_classes:
-            raise _fail(
-                f"Class {class_id} is out of range: this model has {self.num_classes} classes, ids 0 to "
-                f"{self.num_classes - 1}."
-            )
+        if isinstance(value, (float, np.floating)):
+            if not math.isfinite(value) or float(value) != int(value):  # int(nan) would be a bare ValueError
+                raise _fail(f"Class id must be a whole number, got {value!r}.")
+            value = int(value)
+        try:
+            (class_id,) = self._resolve_class_labels(value, names_where="the Class dropdown")
+        except (ValueError, TypeError) as error:
+            message = str(error)
+            if message.startswith(
+                "Class label "
+            ):  # "Class label 12 is out of range: ..." reads "Class 12 ..."
+                message = "Class " + message[len("Class label ") :]
+            raise _fail(message) from None
         return class_id
 
     def label_name(self, class_id: int) -> str:
@@ -443,37 +488,108 @@ class IBQDemo:
         One generator per image makes each image depend only on its class, seed and settings, not on how many
         images were asked for.
         """
-        limits = self.limits
         request = self.parse_generation_request(
             class_label, guidance_scale, temperature, top_k, top_p, seed, num_images
         )
-        class_id = request.class_id
         if progress is not None:
             progress(0.0, desc="Sampling tokens")
-        seeds = [(request.seed + i) % (MAX_SEED + 1) for i in range(request.num_images)]
-        generators = [torch.Generator().manual_seed(s) for s in seeds]
+        return self._gallery(request, self._sample(request))
+
+    def generate_progressive(
+        self,
+        class_label: Any,
+        guidance_scale: Any,
+        temperature: Any,
+        top_k: Any,
+        top_p: Any,
+        seed: Any,
+        num_images: Any,
+        progress: Callable[..., Any] | None = None,
+    ) -> Iterator[list[tuple[PIL.Image.Image, str]]]:
+        """:meth:`generate` that also yields partial images while it samples (``limits.previews`` of them).
+
+        The pipeline runs in a worker thread with a :class:`PreviewStreamer` (``streamer=`` of ``generate()``);
+        this generator decodes the latest partial token grid it hands over (the unsampled part grey) and yields
+        it as a gallery, then yields the final gallery, pixel for pixel what :meth:`generate` returns.
+        """
+        request = self.parse_generation_request(
+            class_label, guidance_scale, temperature, top_k, top_p, seed, num_images
+        )
+        if progress is not None:
+            progress(0.0, desc="Sampling tokens")
+        total = self.grid_size**2
+        if self.limits.previews < 1:
+            yield self._gallery(request, self._sample(request))
+            return
+        streamer = PreviewStreamer(every=math.ceil(total / (self.limits.previews + 1)), total=total)
+        outcome: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                outcome["images"] = self._sample(request, streamer)
+            except BaseException as error:  # handed to the caller's thread below
+                outcome["error"] = error
+            finally:
+                streamer.close()  # unblocks the reader also when sampling failed before its end()
+
+        # The copied context keeps Gradio's progress tracking (track_tqdm) for the pipeline's bar in the worker.
+        worker = threading.Thread(target=contextvars.copy_context().run, args=(work,), daemon=True)
+        worker.start()
+        for partial in streamer:
+            yield self._preview_gallery(request, partial)
+        worker.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        yield self._gallery(request, outcome["images"])
+
+    def _sample(
+        self, request: GenerationRequest, streamer: BaseStreamer | None = None
+    ) -> list[PIL.Image.Image]:
+        """The pipeline call of one request → PIL images; failures become a sentence for the page."""
         try:
-            images = self.pipe(
-                class_labels=[class_id],
+            return self.pipe(
+                class_labels=[request.class_id],
                 guidance_scale=request.guidance_scale,
                 temperature=request.temperature,
                 top_k=request.top_k,
                 top_p=request.top_p,
                 num_images_per_prompt=request.num_images,
-                generator=generators,
+                generator=[torch.Generator().manual_seed(s) for s in request.seeds],
                 output_type="pil",
+                generation_kwargs=None if streamer is None else {"streamer": streamer},
             ).images
         except (ValueError, TypeError) as error:
             raise _fail(f"Generation failed: {error}") from None
         except Exception as error:  # logged with its traceback on the server, a sentence on the page
             logger.exception("generation failed")
             raise _server_fault(f"Generation failed ({type(error).__name__}); see the server log.") from None
-        factor = display_factor(self.image_size, limits.display_size)
-        name = self.label_name(class_id)
+
+    def _gallery(
+        self, request: GenerationRequest, images: Sequence[PIL.Image.Image | np.ndarray], note: str = ""
+    ) -> list[tuple[PIL.Image.Image, str]]:
+        factor = display_factor(self.image_size, self.limits.display_size)
+        name = self.label_name(request.class_id)
         return [
-            (PIL.Image.fromarray(upscale_nearest(np.asarray(image), factor)), f"{name} · seed {s}")
-            for image, s in zip(images, seeds, strict=True)
+            (PIL.Image.fromarray(upscale_nearest(np.asarray(image), factor)), f"{name} · seed {s}{note}")
+            for image, s in zip(images, request.seeds, strict=True)
         ]
+
+    @torch.no_grad()
+    def _preview_gallery(
+        self, request: GenerationRequest, partial: torch.Tensor
+    ) -> list[tuple[PIL.Image.Image, str]]:
+        """Partial tokens [B, n] → the gallery of their decoded images, the not yet sampled cells grey."""
+        batch, done = partial.shape
+        grid = self.grid_size
+        ids = torch.zeros(batch, grid * grid, dtype=torch.long)
+        ids[:, :done] = partial
+        vqvae = self.pipe.vqvae
+        pixels = vqvae.decode_indices(ids.view(batch, grid, grid).to(next(vqvae.parameters()).device))
+        images = to_uint8((pixels.float().clamp(-1, 1) + 1) / 2)  # [B, H, W, 3], rounded as the PIL output
+        cell = self.image_size // grid
+        pending = (torch.arange(grid * grid) >= done).view(grid, grid).numpy()
+        images[:, upscale_nearest(pending[:, :, None], cell)[:, :, 0]] = 128
+        return self._gallery(request, images, note=f" · {done}/{grid * grid} tokens")
 
     # ---- tokenization -------------------------------------------------------------------------------------
 
@@ -506,8 +622,8 @@ class IBQDemo:
         factor = display_factor(side, limits.display_size)
         grid_h, grid_w = (int(s) for s in indices.shape)
         return TokenizeResult(
-            input_image=upscale_nearest(_to_display_uint8(source), factor),
-            reconstruction=upscale_nearest(_to_display_uint8(recon), factor),
+            input_image=upscale_nearest(to_uint8(source), factor),  # rounded, as PIL output
+            reconstruction=upscale_nearest(to_uint8(recon), factor),
             index_map=index_map_image(indices, self.codebook_size, cell=side * factor // grid_h),
             psnr=psnr_uint8(source, recon),
             used_codes=int(usage["used"]),
@@ -635,9 +751,11 @@ def create_demo(
         seed: Any,
         num_images: Any,
         progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008  (Gradio's injection idiom)
-    ) -> list[tuple[PIL.Image.Image, str]]:
+    ) -> Iterator[list[tuple[PIL.Image.Image, str]]]:
+        # A generator: Gradio shows each yielded gallery (previews while sampling, then the images); API clients
+        # (`Client.predict`) get the last one.
         with rejections_logged("generate"):
-            return demo_logic.generate(
+            yield from demo_logic.generate_progressive(
                 class_label, guidance_scale, temperature, top_k, top_p, seed, num_images, progress
             )
 
@@ -787,6 +905,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=int(os.environ.get("IBQ_HF_SPACE_THREADS", "0")),
         help="torch CPU threads (0 = torch's default). Small models run fastest on 1 thread of a shared CPU.",
     )
+    parser.add_argument(
+        "--previews",
+        type=int,
+        default=DemoLimits.previews,
+        help="Partial images shown while sampling (0 = final images only).",
+    )
     parser.add_argument("--share", action="store_true", help="Create a public gradio.live link.")
     return parser.parse_args(argv)
 
@@ -795,11 +919,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``python app.py`` (what a Space runs)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    if args.max_images < 1 or args.concurrency < 1 or args.threads < 0:
-        raise SystemExit("--max-images and --concurrency must be at least 1, --threads at least 0.")
+    if args.max_images < 1 or args.concurrency < 1 or args.threads < 0 or args.previews < 0:
+        raise SystemExit(
+            "--max-images and --concurrency must be at least 1, --threads and --previews at least 0."
+        )
     if args.threads:
         torch.set_num_threads(args.threads)
-    limits = DemoLimits(max_images=args.max_images, concurrency_limit=args.concurrency)
+    limits = DemoLimits(
+        max_images=args.max_images, concurrency_limit=args.concurrency, previews=args.previews
+    )
     try:
         demo = create_demo(args.model, limits=limits)
     except (FileNotFoundError, RuntimeError) as error:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,3 +57,52 @@ def test_the_classifier_rejects_wrong_labels(pipe):
     predicted = module.real_digit_classifier().predict(module.to_digit_features(images))
     shifted = [(label + 1) % 10 for label in labels]
     assert (predicted == torch.tensor(shifted).numpy()).mean() < 0.2
+
+
+# ---- folders saved before the architecture step ---------------------------------------------------------------
+
+#: The module paths the bundled folder's model_index.json records (saved before models/ar_model.py and
+#: models/vq_model.py became modeling_ar.py and modeling_vq.py).
+OLD_MODULE_PATHS = {"transformer": "ibq_hf.models.ar_model", "vqvae": "ibq_hf.models.vq_model"}
+
+# One fresh process (importing torch and the libraries costs ~15 s of CPU): first only the package, as a user does
+# (IBQPipeline comes through the lazy top level, which imports ibq_hf.pipeline on first use); then diffusers' own
+# loader without our front door, now that ibq_hf.pipeline is imported. Both import each component from the module
+# path model_index.json records. (DiffusionPipeline.from_pretrained is called on IBQPipeline: for
+# DiffusionPipeline itself diffusers looks the pipeline class up inside diffusers only.)
+FRESH_PROCESS = """
+import sys
+import torch
+import ibq_hf
+assert "ibq_hf.pipeline" not in sys.modules
+
+def check(pipe):
+    assert type(pipe.transformer).__module__ == "ibq_hf.models.modeling_ar", type(pipe.transformer)
+    assert type(pipe.vqvae).__module__ == "ibq_hf.models.modeling_vq", type(pipe.vqvae)
+    pipe.set_progress_bar_config(disable=True)
+    ids = pipe(class_labels=[3], generator=torch.Generator().manual_seed(0), output_type="latent").images
+    assert ids.shape == (1, 8, 8), ids.shape
+    return ids
+
+first = check(ibq_hf.IBQPipeline.from_pretrained(MODEL, local_files_only=True))
+
+import ibq_hf.pipeline
+from diffusers import DiffusionPipeline
+pipe = DiffusionPipeline.from_pretrained.__func__(ibq_hf.pipeline.IBQPipeline, MODEL, local_files_only=True)
+assert torch.equal(check(pipe), first)
+print("loaded")
+"""
+
+
+def test_the_bundled_folder_names_the_old_module_paths():
+    index = json.loads((MODEL / "model_index.json").read_text())
+    assert {name: index[name][0] for name in OLD_MODULE_PATHS} == OLD_MODULE_PATHS
+
+
+def test_a_folder_naming_old_module_paths_loads_in_a_fresh_process():
+    code = f"MODEL = {str(MODEL)!r}\n" + FRESH_PROCESS
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert result.returncode == 0 and "loaded" in result.stdout, result.stderr[-3000:]

@@ -439,3 +439,39 @@ def test_thin_images_do_not_blow_up_memory(tiny_tokenizer_config):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     for name, figures in result.items():
         assert figures["thin_mb"] - figures["normal_mb"] < 300, (name, figures)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# uint8 conversion (the one to_uint8)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_to_uint8_rounds_or_truncates_and_moves_channels_last() -> None:
+    from ibq_hf.image_processing import to_uint8
+
+    values = np.array([-0.2, 0.0, 0.4 / 255, 0.6 / 255, 127.5 / 255, 254.9 / 255, 1.0, 1.3])
+    array = np.stack([values, values[::-1], values], axis=-1)[None]  # [1, 8, 3] "image" [H=1, W=8, 3]
+    assert to_uint8(array, "round")[0, :, 0].tolist() == [0, 0, 0, 1, 128, 255, 255, 255]
+    assert to_uint8(array, "truncate")[0, :, 0].tolist() == [0, 0, 0, 0, 127, 254, 255, 255]
+    # the reference's astype(uint8) and the pipeline's PIL rounding, on float64 and float32 arrays
+    rng = np.random.default_rng(0)
+    for dtype in (np.float64, np.float32):
+        x = rng.random((2, 5, 6, 3)).astype(dtype)
+        np.testing.assert_array_equal(to_uint8(x, "truncate"), (np.clip(x, 0, 1) * 255.0).astype(np.uint8))
+        np.testing.assert_array_equal(to_uint8(x, "round"), np.round(x * 255.0).astype(np.uint8))
+        pil = image_processing.numpy_to_pil(x)
+        assert all(np.array_equal(np.asarray(im), u) for im, u in zip(pil, to_uint8(x), strict=True))
+    # tensors: channels first in, channels last out, float32 arithmetic (the sampling runner's pixels)
+    t = torch.rand(2, 3, 4, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    out = to_uint8(t, "truncate")
+    assert out.shape == (2, 4, 5, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(
+        out, np.floor(t.float().mul(255).permute(0, 2, 3, 1).numpy()).astype(np.uint8)
+    )
+    np.testing.assert_array_equal(to_uint8(t[0]), to_uint8(t)[0])
+    with pytest.raises(ValueError, match="rounding must be one of"):
+        to_uint8(t, "floor")
+    with pytest.raises(ValueError, match="channels first"):
+        to_uint8(t.permute(0, 2, 3, 1))
+    with pytest.raises(ValueError, match="uint8 images need no conversion"):
+        to_uint8(np.zeros((4, 4, 3), np.uint8))

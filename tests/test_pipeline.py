@@ -15,16 +15,12 @@ from huggingface_hub import HfApi, RepoUrl
 
 from conftest import TINY_PIPELINE_AR_CONFIG, TINY_TOKENIZER_CONFIG
 from ibq_hf import IBQVQModel
+from ibq_hf.hub_utils import upload_folder_to_hub
+from ibq_hf.image_processing import images_to_tensor, postprocess_images
 from ibq_hf.imagenet_labels import imagenet_id2label, imagenet_wnids
 from ibq_hf.models.configuration_ar import IBQARConfig
 from ibq_hf.models.modeling_ar import IBQARForImageGeneration
-from ibq_hf.pipeline import (
-    IBQPipeline,
-    ImagePipelineOutput,
-    images_to_tensor,
-    postprocess_images,
-    upload_folder_to_hub,
-)
+from ibq_hf.pipeline import IBQPipeline, ImagePipelineOutput
 
 # 16×16 images: the tiny tokenizer downsamples by 2, so the AR model samples an 8×8 grid of 64-code ids.
 TINY_AR = TINY_PIPELINE_AR_CONFIG

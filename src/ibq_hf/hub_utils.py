@@ -1,19 +1,85 @@
-"""Model cards for everything ibq-hf saves (converted checkpoints, trained models, pipelines).
+"""Hub upload, model cards, and the one save step that writes files next to the weights.
 
-Cards are written with ``huggingface_hub.ModelCard`` so their YAML header is what the Hub expects;
-writing one never touches the network.
+* :func:`upload_folder_to_hub`: upload a folder that is already complete on disk (never pickled weights).
+* One card builder per artefact: :func:`write_tokenizer_card`, :func:`write_ar_model_card`,
+  :func:`write_pipeline_card`. Callers pass facts (where the weights came from, reported numbers, preprocessing
+  protocol, training data); the builder owns the text. Cards are ``huggingface_hub.ModelCard`` files, so their
+  YAML header is what the Hub expects; writing one never touches the network.
+* :class:`HubSaveMixin` (with :class:`IBQTokenizerHubMixin` / :class:`IBQARHubMixin` for the two models): the one
+  place where ``save_pretrained`` / ``push_to_hub`` write ibq-hf's extra files (the model card) next to the weights.
+
+Foundation layer: this module imports ``huggingface_hub`` and the standard library only; configs and models are
+read by attribute (duck-typed), never imported.
 """
 
 from __future__ import annotations
 
+import contextvars
+import inspect
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import HfApi, ModelCard, ModelCardData
+
+__all__ = [
+    "PICKLE_PATTERNS",
+    "HubSaveMixin",
+    "IBQARHubMixin",
+    "IBQTokenizerHubMixin",
+    "ReportedResults",
+    "sampling_defaults",
+    "upload_folder_to_hub",
+    "write_ar_model_card",
+    "write_pipeline_card",
+    "write_tokenizer_card",
+]
 
 PAPER_URL = "https://arxiv.org/abs/2412.02692"
 ORIGINAL_REPO = "https://github.com/TencentARC/SEED-Voken"
+
+#: Weight files that are not safetensors never leave the machine with an upload.
+PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+# ---------------------------------------------------------------------------------------------------------------
+# Upload
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def upload_folder_to_hub(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    commit_message: str | None = None,
+    private: bool | None = None,
+    token: str | None = None,
+    create_pr: bool = False,
+) -> Any:
+    """Upload a saved folder (pipeline, model or tokenizer) to the Hub: create the repo if needed, then one commit.
+
+    The folder must be complete on disk first, so a failed upload (offline, no token, interrupted) loses nothing.
+    Pickled weight files (:data:`PICKLE_PATTERNS`) are never uploaded. Returns the commit info.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"Nothing to upload: {folder} is not a folder. Save the model there first.")
+    api = HfApi(token=token)
+    repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
+    return api.upload_folder(
+        repo_id=repo_url.repo_id,
+        folder_path=folder,
+        commit_message=commit_message or f"Upload {folder.name} with ibq-hf",
+        create_pr=create_pr,
+        ignore_patterns=list(PICKLE_PATTERNS),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Cards: the shared renderer
+# ---------------------------------------------------------------------------------------------------------------
 
 _TEMPLATE = """---
 {{ card_data }}
@@ -44,36 +110,54 @@ the original research code is [SEED-Voken]({{ original_repo }}).
 
 ## License
 
-{{ license_text }}
+Apache-2.0, the license of the original IBQ weights and code.
 """
 
+_TOKENIZER_RECIPE = (
+    "reference recipe: L1 + LPIPS + 0.1·non-saturating GAN + quant + 0.05·entropy, hinge + LeCam PatchGAN, "
+    "Adam (0.5, 0.9)"
+)
+_AR_RECIPE = (
+    "reference recipe: AdamW (0.9, 0.95), VAR lr / weight-decay schedule, gradient clipping 1.0, 10 % class-label "
+    "dropout for classifier-free guidance"
+)
 
-def metrics_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """Render a small markdown table (used for reported numbers in cards)."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+
+@dataclass(frozen=True)
+class ReportedResults:
+    """Numbers reported for released weights: who measured them on what (``note``), and the table.
+
+    Example: ``ReportedResults("Reported by the authors for ImageNet 256×256", ("Model", "FID"), [("B", 2.88)])``.
+    """
+
+    note: str
+    header: Sequence[str]
+    rows: Sequence[Sequence[object]]
+
+    def table(self) -> str:
+        """The numbers as a markdown table."""
+        lines = ["| " + " | ".join(self.header) + " |", "|" + "---|" * len(self.header)]
+        lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in self.rows]
+        return "\n".join(lines)
 
 
-def write_model_card(
+def _render_card(
     save_directory: str | os.PathLike,
     *,
     title: str,
     description: str,
     usage: str,
     library_name: str,
-    tags: Sequence[str] = (),
+    tags: Sequence[str],
     source: str | None = None,
     base_model: str | None = None,
     metrics: str | None = None,
-    license: str = "apache-2.0",
-    license_text: str = "Apache-2.0, the license of the original IBQ weights and code.",
-    pipeline_tag: str | None = "unconditional-image-generation",
+    pipeline_tag: str | None = None,
     extra_card_data: Mapping[str, object] | None = None,
 ) -> Path:
-    """Write ``README.md`` (a Hub model card) into ``save_directory`` and return its path."""
+    """Write ``README.md`` into ``save_directory`` (atomically: a reader never sees half a card)."""
     data = ModelCardData(
-        license=license,
+        license="apache-2.0",
         library_name=library_name,
         tags=list(dict.fromkeys(["ibq", "ibq_hf", *tags])),
         base_model=base_model,
@@ -90,9 +174,473 @@ def write_model_card(
         usage=usage.strip(),
         paper_url=PAPER_URL,
         original_repo=ORIGINAL_REPO,
-        license_text=license_text,
     )
     path = Path(save_directory) / "README.md"
     path.parent.mkdir(parents=True, exist_ok=True)
-    card.save(path)
+    partial = path.with_name(f".README.md.{os.getpid()}.partial")
+    try:
+        card.save(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path
+
+
+def _name(save_directory: str | os.PathLike, name: str | None) -> str:
+    """The folder or repo id the usage snippet loads: ``name``, else the folder's own name."""
+    return name or Path(save_directory).resolve().name
+
+
+def _source(source_file: str | None, base_model: str | None, what: str) -> str | None:
+    if source_file is None:
+        return None
+    where = f" from [{base_model}](https://huggingface.co/{base_model})" if base_model else ""
+    return f"`{source_file}`{where} (original SEED-Voken {what})"
+
+
+def _metrics(
+    reported: ReportedResults | None, sampling: Mapping[str, Any] | None, settings_file: str
+) -> str | None:
+    """The reported numbers, and for AR models the sampling settings they were measured with."""
+    if reported is None:
+        return None
+    text = reported.note
+    if sampling:
+        names = {
+            "temperature": "temperature",
+            "guidance_scale": "classifier-free guidance",
+            "top_k": "top-k",
+            "top_p": "top-p",
+        }
+        used = ", ".join(
+            f"{label} {sampling[key]}" for key, label in names.items() if sampling.get(key) is not None
+        )
+        text += f" with {used}; these are the defaults in `{settings_file}`"
+    return f"{reported.table()}\n\n{text}."
+
+
+def _trained_text(script: str, recipe: str, dataset: str | None) -> str:
+    return f" Trained with ibq-hf's `{script}` ({recipe})." + (
+        f" Training data: `{dataset}`." if dataset else ""
+    )
+
+
+def _released_title(size: str | None) -> str | None:
+    return f"IBQ-AR-{size}" if size else None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Cards: one builder per artefact
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def write_tokenizer_card(
+    save_directory: str | os.PathLike,
+    config: Any,
+    *,
+    num_parameters: int,
+    name: str | None = None,
+    source_file: str | None = None,
+    base_model: str | None = None,
+    ema_weights: bool | None = None,
+    protocol: str | None = None,
+    protocol_description: str | None = None,
+    reported: ReportedResults | None = None,
+    trained: bool = False,
+    dataset: str | None = None,
+    steps: int | None = None,
+    ema_decay: float | None = None,
+    title: str | None = None,
+    description: str | None = None,
+) -> Path:
+    """Model card of an :class:`~ibq_hf.IBQVQModel` (``config``: its config, read by attribute).
+
+    Args:
+        name: folder or repo id in the usage snippet (default: the folder's name).
+        source_file: the original checkpoint it was converted from; ``base_model``: that checkpoint's Hub repo.
+        ema_weights: whether the saved weights are the EMA ones (stated in the text when known).
+        protocol: the preprocessing protocol its numbers were measured with, recorded as ``preprocessing_protocol``
+            in the card's metadata (``ibq-hf evaluate tokenizer`` reads it); ``protocol_description`` says it in
+            words. ``"pretrain"`` marks a general-domain Pretrain tokenizer.
+        reported: the authors' numbers for these weights.
+        trained: trained by ``examples/train_ibq.py`` (with ``dataset``, ``steps``, ``ema_decay``).
+        title: replaces the generated title.
+        description: replaces the generated description.
+    """
+    k, resolution = config.num_embeddings, config.resolution
+    factor = 2 ** (len(config.ch_mult) - 1)
+    grid = resolution // factor
+    pretrain = protocol == "pretrain"
+    weights = {True: "EMA weights", False: "raw, non-EMA weights", None: None}[ema_weights]
+    if source_file is not None and pretrain:
+        text = (
+            f'The general-domain ("Pretrain") IBQ visual tokenizer with a {k}-entry codebook, trained on about 200 M '
+            "web images (CapFusion, LAION-COCO, CC12M, CC3M, LAION-HD, LAION-Aesthetic, JourneyDB): "
+            f"{resolution}×{resolution} images ↔ {grid}×{grid} code indices."
+        )
+    else:
+        text = (
+            f"{'The' if source_file else 'An'} IBQ visual tokenizer ({num_parameters:,} parameters) with a {k}-entry "
+            f"codebook: {resolution}×{resolution} images ↔ {grid}×{grid} code indices (downsampling {factor}×)."
+        )
+    if source_file is not None:
+        text += " Converted from the official checkpoint" + (f" ({weights})." if weights else ".")
+    elif trained:
+        text += _trained_text("examples/train_ibq.py", _TOKENIZER_RECIPE, dataset)
+        if ema_decay is not None:
+            text += f" These are the EMA (decay {ema_decay}) weights" + (
+                f" after {steps} steps." if steps else "."
+            )
+    if protocol is not None:
+        text += (
+            f"\n\n**Preprocessing (`{protocol}` protocol)**"
+            + (f": {protocol_description}" if protocol_description else "")
+            + ". Use the same pixels to reproduce its numbers: `ibq-hf evaluate tokenizer --model DIR --protocol "
+            f'{protocol}`, or `ibq_hf.image_processing.images_to_tensor(pictures, {resolution}, protocol="{protocol}")` '
+            "in Python."
+        )
+    repo = _name(save_directory, name)
+    if pretrain:
+        usage = (
+            "import PIL.Image\n"
+            "from ibq_hf import IBQVQModel\n"
+            "from ibq_hf.image_processing import images_to_tensor\n\n"
+            f'tokenizer = IBQVQModel.from_pretrained("{repo}").eval()\n'
+            "# Resize + CenterCrop, PIL bilinear antialiased, [-1, 1]: the pixels this tokenizer saw\n"
+            f'images = images_to_tensor([PIL.Image.open("photo.jpg")], {resolution}, protocol="pretrain")\n'
+            f"indices = tokenizer.tokenize(images)          # [1, {grid}, {grid}] code indices\n"
+            "reconstruction = tokenizer.decode_indices(indices).clamp(-1, 1)"
+        )
+    else:
+        usage = (
+            "import torch\n"
+            "from ibq_hf import IBQVQModel\n\n"
+            f'tokenizer = IBQVQModel.from_pretrained("{repo}").eval()\n'
+            f"images = torch.rand(1, 3, {resolution}, {resolution}) * 2 - 1  # RGB in [-1, 1]\n"
+            f"indices = tokenizer.tokenize(images)          # [1, {grid}, {grid}] code indices\n"
+            "reconstruction = tokenizer.decode_indices(indices).clamp(-1, 1)"
+        )
+    return _render_card(
+        save_directory,
+        title=title or f"IBQ {'Pretrain ' if pretrain else ''}tokenizer ({k} codes)",
+        description=description or text,
+        usage=usage,
+        library_name="diffusers",
+        tags=["image-tokenizer", "vector-quantization", "vq-model"],
+        source=_source(source_file, base_model, "checkpoint"),
+        base_model=base_model,
+        metrics=_metrics(reported, None, ""),
+        extra_card_data={"preprocessing_protocol": protocol} if protocol is not None else None,
+    )
+
+
+def write_ar_model_card(
+    save_directory: str | os.PathLike,
+    config: Any,
+    *,
+    num_parameters: int,
+    name: str | None = None,
+    source_file: str | None = None,
+    size: str | None = None,
+    base_model: str | None = None,
+    reported: ReportedResults | None = None,
+    sampling: Mapping[str, Any] | None = None,
+    trained: bool = False,
+    dataset: str | None = None,
+    title: str | None = None,
+    description: str | None = None,
+) -> Path:
+    """Model card of an :class:`~ibq_hf.IBQARForImageGeneration` (``config``: its config, read by attribute).
+
+    Args:
+        name: folder or repo id in the usage snippet (default: the folder's name).
+        source_file: the original checkpoint it was converted from; ``size``: its released size ("B", ...);
+            ``base_model``: the original's Hub repo.
+        reported: the authors' numbers; ``sampling``: the generation defaults they were measured with (the ones
+            in ``generation_config.json``: ``temperature``, ``guidance_scale``, ``top_k``, ``top_p``).
+        trained: trained by ``examples/train_ar.py`` (on ``dataset``).
+        title: replaces the generated title.
+        description: replaces the generated description.
+    """
+    grid, classes = config.grid_size, config.num_classes
+    text = (
+        f"A class-conditional IBQ autoregressive transformer ({num_parameters:,} parameters, {config.num_hidden_layers} "
+        f"layers, width {config.hidden_size}) that samples {grid}×{grid} grids of IBQ tokenizer ids (codebook "
+        f"{config.vocab_size}) for {classes} classes; decode them with the IBQ tokenizer (`IBQVQModel`) or use "
+        "`IBQPipeline`."
+    )
+    if source_file is not None:
+        text += f" Converted from `{source_file}` to the transformers format by ibq-hf."
+    elif trained:
+        text += _trained_text("examples/train_ar.py", _AR_RECIPE, dataset)
+    labels = [207, 360] if classes == 1000 else list(range(min(2, classes)))
+    usage = (
+        "import torch\n"
+        "from ibq_hf import IBQARForImageGeneration\n\n"
+        f'model = IBQARForImageGeneration.from_pretrained("{_name(save_directory, name)}")\n'
+        f"generators = [torch.Generator().manual_seed(seed) for seed in range({len(labels)})]  # one per image\n"
+        f"token_ids = model.generate(class_labels={labels}, generator=generators)  # [{len(labels)}, "
+        f"{grid * grid}] ids\n"
+        f"# decode with the tokenizer the codes came from: vqvae.decode_indices(token_ids.view(-1, {grid}, {grid}))"
+    )
+    return _render_card(
+        save_directory,
+        title=title or _released_title(size) or f"IBQ AR model ({grid}×{grid} tokens, {classes} classes)",
+        description=description or text,
+        usage=usage,
+        library_name="transformers",
+        tags=["image-generation", "autoregressive", "class-conditional"]
+        + (["imagenet"] if classes == 1000 else []),
+        source=_source(source_file, base_model, "checkpoint"),
+        base_model=base_model,
+        metrics=_metrics(reported, sampling, "generation_config.json"),
+    )
+
+
+def write_pipeline_card(
+    save_directory: str | os.PathLike,
+    vqvae_config: Any,
+    transformer_config: Any,
+    *,
+    num_parameters: int,
+    downsample_factor: int,
+    class_names: str | None = None,
+    first_class_name: str | None = None,
+    name: str | None = None,
+    source_file: str | None = None,
+    size: str | None = None,
+    base_model: str | None = None,
+    reported: ReportedResults | None = None,
+    sampling: Mapping[str, Any] | None = None,
+    trained: bool = False,
+    dataset: str | None = None,
+    title: str | None = None,
+    description: str | None = None,
+) -> Path:
+    """Model card of an :class:`~ibq_hf.IBQPipeline` (configs read by attribute).
+
+    Args:
+        num_parameters: the transformer's parameter count; ``downsample_factor``: the tokenizer's.
+        class_names: ``"imagenet"`` (ImageNet-1k names), ``"config"`` (the transformer's ``id2label``, first one
+            ``first_class_name``) or ``None`` (ids only).
+
+    The other facts (``name``, ``source_file``, ``size``, ``base_model``, ``reported``, ``sampling``, ``trained``,
+    ``dataset``, ``title``, ``description``) are those of :func:`write_ar_model_card`, for the pipeline as a whole
+    (a converted pipeline's tokenizer is the one embedded in the AR checkpoint).
+    """
+    vq, ar = vqvae_config, transformer_config
+    side, classes = ar.grid_size * downsample_factor, ar.num_classes
+    second = min(1, classes - 1)
+    if class_names == "imagenet":
+        labels_repr, labels_text = (
+            '[207, "otter"]',
+            "ImageNet-1k class ids (0-999, sorted WordNet ids) or names",
+        )
+    elif class_names == "config":
+        labels_repr, labels_text = (
+            f"[{first_class_name!r}, {second}]",
+            "class ids or the names in `pipe.id2label`",
+        )
+    else:
+        labels_repr, labels_text = f"[0, {second}]", "class ids"
+    text = (
+        f"Class-conditional image generation with IBQ: an autoregressive transformer ({num_parameters:,} parameters, "
+        f"{ar.num_hidden_layers} layers) samples a {ar.grid_size}×{ar.grid_size} grid of token ids for one of "
+        f"{classes} classes ({labels_text}), and the IBQ tokenizer ({vq.num_embeddings}-code codebook) decodes it "
+        f"to a {side}×{side} image. Load it with `ibq_hf` (`IBQPipeline.from_pretrained`; "
+        "`DiffusionPipeline.from_pretrained` cannot import a pipeline class outside diffusers)."
+    )
+    if source_file is not None:
+        text += f" Converted from `{source_file}` (the AR model and the tokenizer embedded in it) by ibq-hf."
+    elif trained:
+        text += _trained_text("examples/train_ar.py", _AR_RECIPE, dataset)
+    usage = (
+        "import torch\n"
+        "from ibq_hf import IBQPipeline\n\n"
+        f'pipe = IBQPipeline.from_pretrained("{_name(save_directory, name)}")\n'
+        "generators = [torch.Generator().manual_seed(seed) for seed in range(2)]  # one per image\n"
+        f"images = pipe(class_labels={labels_repr}, generator=generators).images\n"
+        'images[0].save("sample.png")'
+    )
+    default_title = (
+        f"{_released_title(size)} pipeline ({side}×{side}, {classes} classes)"
+        if size
+        else f"IBQ class-conditional pipeline ({side}×{side}, {classes} classes)"
+    )
+    return _render_card(
+        save_directory,
+        title=title or default_title,
+        description=description or text,
+        usage=usage,
+        library_name="diffusers",
+        tags=["image-generation", "class-conditional", "autoregressive"],
+        source=_source(
+            source_file, base_model, f"AR checkpoint with its embedded {vq.num_embeddings}-code tokenizer"
+        ),
+        base_model=base_model,
+        metrics=_metrics(reported, sampling, "transformer/generation_config.json"),
+        pipeline_tag="unconditional-image-generation",
+    )
+
+
+def sampling_defaults(generation_config: Any) -> dict[str, Any]:
+    """``temperature``, ``guidance_scale``, ``top_k``, ``top_p`` of a ``GenerationConfig`` (read by attribute)."""
+    keys = ("temperature", "guidance_scale", "top_k", "top_p")
+    return {k: getattr(generation_config, k) for k in keys if getattr(generation_config, k, None) is not None}
+
+
+def _num_parameters(module: Any) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Saving: the one place that writes files next to the weights
+# ---------------------------------------------------------------------------------------------------------------
+
+# True while a HubSaveMixin.save_pretrained runs: the components a pipeline saves into its subfolders write no
+# card of their own (the folder has one card, the pipeline's).
+_SAVING: contextvars.ContextVar[bool] = contextvars.ContextVar("ibq_hf_saving", default=False)
+_PUSH_ARGUMENTS = ("repo_id", "commit_message", "private", "token", "create_pr")
+
+
+class HubSaveMixin:
+    """``save_pretrained`` / ``push_to_hub`` that write ibq-hf's extra files (the model card) next to the weights.
+
+    Put it first among the bases; the library class after it (diffusers ``DiffusionPipeline`` / ``ModelMixin``,
+    transformers ``PreTrainedModel``) writes the weights. Subclasses implement :meth:`write_model_card`.
+
+    * ``save_pretrained(dir, model_card={...})`` saves, then writes ``README.md`` from the card facts (see the
+      ``write_*_card`` builders); with ``push_to_hub=True`` the folder is uploaded only once it is complete on disk
+      (``repo_id`` defaults to the folder name; ``commit_message``, ``private``, ``token``, ``create_pr`` are passed
+      on), so a failed upload never costs the local copy. Returns the commit info of the push, else ``None``.
+    * ``push_to_hub(repo_id)`` saves into a temporary folder and uploads it, so the library's generic card never
+      replaces ours.
+    * A save nested in another (a pipeline saving its components) writes no card; neither does a process that is
+      not the main one (``is_main_process=False``).
+    """
+
+    #: Refuse ``safe_serialization=False`` (the pipeline); the models keep their library's choice.
+    _safetensors_only: bool = False
+
+    def write_model_card(self, save_directory: str | os.PathLike, **facts: Any) -> Path:
+        """Write ``README.md`` describing this object into ``save_directory``; ``facts`` as in its card builder."""
+        raise NotImplementedError(f"{type(self).__name__} must implement write_model_card")
+
+    def _check_serialization(self, safe_serialization: bool) -> None:
+        if self._safetensors_only and not safe_serialization:
+            raise ValueError(
+                "ibq-hf saves safetensors only (no pickled weights); drop safe_serialization=False."
+            )
+
+    def _save_with_card(
+        self,
+        save_directory: str | os.PathLike,
+        model_card: Mapping[str, Any] | None,
+        repo_id: str | None,
+        safe_serialization: bool,
+        variant: str | None,
+        max_shard_size: int | str | None,
+        kwargs: dict[str, Any],
+    ) -> None:
+        parent = super().save_pretrained  # type: ignore[misc]
+        accepted = inspect.signature(parent).parameters
+        if "safe_serialization" in accepted:
+            kwargs["safe_serialization"] = safe_serialization
+        elif not safe_serialization:
+            raise ValueError(f"{type(self).__name__} saves safetensors only; drop safe_serialization=False.")
+        if variant is not None:
+            kwargs["variant"] = variant
+        if max_shard_size is not None:
+            kwargs["max_shard_size"] = max_shard_size
+        nested = _SAVING.get()
+        token = _SAVING.set(True)
+        try:
+            parent(save_directory, **kwargs)
+        finally:
+            _SAVING.reset(token)
+        if not nested and kwargs.get("is_main_process", True):
+            facts = {"name": repo_id} if repo_id else {}
+            # A `name` in `model_card` wins (e.g. the final folder name when saving into a staging folder).
+            self.write_model_card(save_directory, **{**facts, **dict(model_card or {})})
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        max_shard_size: int | str | None = None,
+        push_to_hub: bool = False,
+        model_card: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Save the weights and config, then the model card (offline); see the class docstring for the push."""
+        self._check_serialization(safe_serialization)
+        push_args = {k: kwargs.pop(k) for k in _PUSH_ARGUMENTS if k in kwargs}
+        if push_args and not push_to_hub:
+            raise ValueError(f"{sorted(push_args)} only apply with push_to_hub=True.")
+        repo_id = push_args.pop("repo_id", None)
+        self._save_with_card(
+            save_directory, model_card, repo_id, safe_serialization, variant, max_shard_size, kwargs
+        )
+        if not push_to_hub:
+            return None
+        return upload_folder_to_hub(
+            save_directory, repo_id or Path(save_directory).resolve().name, **push_args
+        )
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | None = None,
+        create_pr: bool = False,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        max_shard_size: int | str | None = None,
+        model_card: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Save into a temporary folder (as :meth:`save_pretrained`, card included) and upload it to ``repo_id``.
+
+        To keep a local copy, use ``save_pretrained(dir, push_to_hub=True, repo_id=...)``, or save first and upload
+        the folder with :func:`upload_folder_to_hub`. Returns the commit info.
+        """
+        self._check_serialization(safe_serialization)
+        with tempfile.TemporaryDirectory() as tmp:
+            self._save_with_card(tmp, model_card, repo_id, safe_serialization, variant, max_shard_size, {})
+            return upload_folder_to_hub(
+                tmp,
+                repo_id,
+                commit_message=commit_message or f"Upload {type(self).__name__} with ibq-hf",
+                private=private,
+                token=token,
+                create_pr=create_pr,
+            )
+
+
+class IBQTokenizerHubMixin(HubSaveMixin):
+    """:class:`HubSaveMixin` for :class:`~ibq_hf.IBQVQModel`: its card is :func:`write_tokenizer_card`."""
+
+    def write_model_card(self, save_directory: str | os.PathLike, **facts: Any) -> Path:
+        """Write the tokenizer's ``README.md``; ``facts`` as in :func:`write_tokenizer_card`."""
+        return write_tokenizer_card(
+            save_directory,
+            self.config,
+            num_parameters=_num_parameters(self),
+            **facts,  # type: ignore[attr-defined]
+        )
+
+
+class IBQARHubMixin(HubSaveMixin):
+    """:class:`HubSaveMixin` for :class:`~ibq_hf.IBQARForImageGeneration`: its card is :func:`write_ar_model_card`,
+    with the sampling defaults of its ``generation_config``."""
+
+    def write_model_card(self, save_directory: str | os.PathLike, **facts: Any) -> Path:
+        """Write the AR model's ``README.md``; ``facts`` as in :func:`write_ar_model_card`."""
+        facts.setdefault("sampling", sampling_defaults(getattr(self, "generation_config", None)))
+        return write_ar_model_card(
+            save_directory,
+            self.config,
+            num_parameters=_num_parameters(self),
+            **facts,  # type: ignore[attr-defined]
+        )

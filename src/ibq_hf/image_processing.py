@@ -40,6 +40,7 @@ __all__ = [
     "DEFAULT_PROTOCOL",
     "MAX_ASPECT_RATIO",
     "PROTOCOLS",
+    "UINT8_ROUNDINGS",
     "ImageInput",
     "check_image_shape",
     "images_to_tensor",
@@ -51,6 +52,7 @@ __all__ = [
     "resize_crop",
     "resized_size",
     "to_rgb",
+    "to_uint8",
 ]
 
 #: Names accepted by ``protocol=``; see the module docstring for the pixels each produces.
@@ -538,7 +540,42 @@ def postprocess_images(
     raise ValueError(f"output_type must be one of {_OUTPUT_TYPES} here, got {output_type!r}.")
 
 
+#: Values of ``rounding`` for :func:`to_uint8`.
+UINT8_ROUNDINGS = ("round", "truncate")
+
+
+def to_uint8(images01: torch.Tensor | np.ndarray, rounding: str = "round") -> np.ndarray:
+    """Images in [0, 1] → uint8 0..255, channels last: the one float-to-uint8 conversion.
+
+    Args:
+        images01: a torch tensor [B, 3, H, W] (or [3, H, W]), computed in float32 and returned as
+            [B, H, W, 3] (or [H, W, 3]); or a float numpy array, channels last ([B, H, W, 3] / [H, W, 3]; any
+            shape is converted elementwise), computed in its own precision.
+        rounding: ``"round"`` — ``round(255·x)``, half to even: what saved PNGs and the pipeline's PIL output
+            hold; ``"truncate"`` — ``floor(255·x)``, the reference's ``astype(uint8)`` (its sampling and
+            PSNR/SSIM; on average half a level darker).
+
+    Values are clipped to [0, 1] first.
+    """
+    if rounding not in UINT8_ROUNDINGS:
+        raise ValueError(f"rounding must be one of {UINT8_ROUNDINGS}, got {rounding!r}.")
+    if isinstance(images01, torch.Tensor):
+        if images01.ndim not in (3, 4) or images01.shape[-3] != 3:
+            raise ValueError(
+                f"An image tensor must be [B, 3, H, W] or [3, H, W] (channels first, RGB); got shape "
+                f"{tuple(images01.shape)}."
+            )
+        scaled = images01.detach().float().clamp(0, 1).mul(255).movedim(-3, -1).cpu().numpy()
+    else:
+        array = np.asarray(images01)
+        if not np.issubdtype(array.dtype, np.floating):
+            raise ValueError(
+                f"to_uint8 expects float images in [0, 1], got dtype {array.dtype}; uint8 images need no conversion."
+            )
+        scaled = np.clip(array, 0.0, 1.0) * 255.0
+    return (np.round(scaled) if rounding == "round" else np.floor(scaled)).astype(np.uint8)
+
+
 def numpy_to_pil(images: np.ndarray) -> list[PIL.Image.Image]:
     """Float images [B, H, W, 3] in [0, 1] → RGB PIL images, uint8 by rounding ``255·x`` (not truncating)."""
-    uint8 = np.round(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
-    return [PIL.Image.fromarray(image) for image in uint8]
+    return [PIL.Image.fromarray(image) for image in to_uint8(images, "round")]

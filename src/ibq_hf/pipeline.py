@@ -11,11 +11,8 @@ darkens every pixel by half a level on average.
 
 from __future__ import annotations
 
-import difflib
 import os
-import re
 import sys
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +23,11 @@ import PIL.Image
 import torch
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
 from diffusers.utils import BaseOutput
-from huggingface_hub import HfApi
 
-from .hub_utils import write_model_card
-from .image_processing import ImageInput, images_to_tensor, numpy_to_pil, postprocess_images
-from .imagenet_labels import IMAGENET_NUM_CLASSES, imagenet_id2label
+from .class_labels import ClassLabels, class_id2label, has_class_names, label_ids, resolve_class_labels
+from .hub_utils import HubSaveMixin, sampling_defaults, write_pipeline_card
+from .image_processing import ImageInput, images_to_tensor, postprocess_images
+from .imagenet_labels import IMAGENET_NUM_CLASSES
 from .models import modeling_ar, modeling_vq
 from .models.loading import quiet_small_load, resolve_pretrained
 from .models.modeling_ar import IBQARForImageGeneration
@@ -41,28 +38,18 @@ __all__ = [
     "IBQPipeline",
     "IBQReconstructionOutput",
     "ImagePipelineOutput",
-    "images_to_tensor",
-    "numpy_to_pil",
-    "postprocess_images",
     "reconstruct",
-    "upload_folder_to_hub",
 ]
 
 #: Values of ``output_type``: PIL images, float numpy [B, H, W, 3] in [0, 1], float tensors [B, 3, H, W] in
 #: [0, 1], or the sampled token ids [B, grid, grid] ("latent").
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
-# Weight files that are not safetensors never leave the machine with a push.
-_PICKLE_PATTERNS = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl"]
-_DEFAULT_LABEL = re.compile(r"^LABEL_\d+$")
-
 # Folders saved before the architecture step record these module paths for their components in model_index.json;
 # diffusers loads a component only from a module that is already imported, so the old names alias today's modules.
 LEGACY_COMPONENT_MODULES = {"ibq_hf.models.ar_model": modeling_ar, "ibq_hf.models.vq_model": modeling_vq}
 for _old_path, _module in LEGACY_COMPONENT_MODULES.items():
     sys.modules.setdefault(_old_path, _module)
-
-ClassLabels = int | str | Sequence[int | str] | torch.Tensor | np.ndarray
 
 
 @dataclass
@@ -153,39 +140,24 @@ def reconstruct(
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Class names
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _normalize_name(name: str) -> str:
-    return " ".join(name.split()).casefold()
-
-
-def _has_meaningful_id2label(config: Any) -> bool:
-    """True when ``config.id2label`` names every class (not transformers' placeholder ``LABEL_i`` entries)."""
-    id2label = getattr(config, "id2label", None) or {}
-    if len(id2label) != config.num_classes:
-        return False
-    if sorted(str(k) for k in id2label) != sorted(str(i) for i in range(config.num_classes)):
-        return False
-    return not all(_DEFAULT_LABEL.match(str(v)) for v in id2label.values())
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # The pipeline
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class IBQPipeline(DiffusionPipeline):
+class IBQPipeline(HubSaveMixin, DiffusionPipeline):
     r"""Class-conditional image generation with IBQ: an AR model samples token ids, the tokenizer decodes them.
 
     Parameters:
         vqvae ([`IBQVQModel`]): the IBQ tokenizer; its codebook size must equal the transformer's vocabulary.
         transformer ([`IBQARForImageGeneration`]): the class-conditional AR model over token ids.
 
-    Class labels: ints in ``[0, num_classes)``, or names. Names come from the transformer config's ``id2label``
-    when it names every class (custom models), else from the ImageNet-1k table when ``num_classes == 1000``
-    (ids in sorted-WordNet-id order, as DiT / LlamaGen / IBQ); other models accept ids only.
+    Class labels: ints in ``[0, num_classes)`` (also as digit strings), or names (:meth:`resolve_class_labels`).
+    Names come from the transformer config's ``id2label`` when it names every class (custom models), else from the
+    ImageNet-1k table when ``num_classes == 1000`` (ids in sorted-WordNet-id order, as DiT / LlamaGen / IBQ); other
+    models accept ids only.
+
+    Saving (``save_pretrained`` / ``push_to_hub``, :class:`~ibq_hf.hub_utils.HubSaveMixin`) writes safetensors and
+    a model card (:meth:`write_model_card`); a push uploads the folder only once it is complete on disk.
     """
 
     model_cpu_offload_seq = "transformer->vqvae"
@@ -237,21 +209,10 @@ class IBQPipeline(DiffusionPipeline):
         """``{class id: "name, synonym, ..."}`` of the transformer's classes (empty when they have no names)."""
         if self.transformer is None:
             return {}
-        config = self.transformer.config
-        if _has_meaningful_id2label(config):
-            return {int(k): str(v) for k, v in sorted(config.id2label.items(), key=lambda kv: int(kv[0]))}
-        if config.num_classes == IMAGENET_NUM_CLASSES:
-            return imagenet_id2label()
-        return {}
+        return class_id2label(self.transformer.config)
 
-    def _label_index(self) -> dict[str, list[int]]:
-        index: dict[str, list[int]] = {}
-        for class_id, names in self.id2label.items():
-            for name in names.split(","):
-                key = _normalize_name(name)
-                if key and class_id not in index.setdefault(key, []):
-                    index[key].append(class_id)
-        return index
+    def _num_classes(self) -> int:
+        return self.transformer.config.num_classes if self.transformer is not None else 0
 
     def get_label_ids(self, label: str | Sequence[str]) -> list[int]:
         """Class ids of class names (case- and whitespace-insensitive), the DiT convention.
@@ -260,84 +221,20 @@ class IBQPipeline(DiffusionPipeline):
         Unknown names raise with the closest matches; names shared by two classes (ImageNet's "crane" is a bird
         and a machine) raise with the candidate ids.
         """
-        names = [label] if isinstance(label, str) else list(label)
-        index = self._label_index()
-        num_classes = self.transformer.config.num_classes if self.transformer is not None else 0
-        if not index:
-            raise ValueError(
-                f"This model's {num_classes} classes have no names (its config has no id2label and it is not an "
-                f"ImageNet-1k model); pass class ids in [0, {num_classes}) instead of {names[0]!r}."
-            )
-        id2label = self.id2label
-        ids = []
-        for name in names:
-            if not isinstance(name, str):
-                raise TypeError(f"Class names must be strings, got {type(name).__name__} ({name!r}).")
-            matches = index.get(_normalize_name(name))
-            if matches is None:
-                close = difflib.get_close_matches(_normalize_name(name), list(index), n=5, cutoff=0.6)
-                hint = (
-                    "Did you mean " + ", ".join(f"{c!r} ({index[c][0]})" for c in close) + "?"
-                    if close
-                    else "No similar name exists."
-                )
-                raise ValueError(
-                    f"Unknown class name {name!r}. {hint} The names are listed in pipe.id2label; class ids in "
-                    f"[0, {num_classes}) work too."
-                )
-            if len(matches) > 1:
-                options = "; ".join(f"{i}: {id2label[i]!r}" for i in matches)
-                raise ValueError(f"Class name {name!r} is ambiguous ({options}); pass the class id instead.")
-            ids.append(matches[0])
-        return ids
+        return label_ids(label, self.id2label, self._num_classes())
 
-    def _resolve_class_labels(self, class_labels: ClassLabels) -> list[int]:
-        """ints / names / lists / tensors → a flat list of class ids, range-checked."""
-        if class_labels is None:
-            raise ValueError(
-                "class_labels is required: pass a class id, a class name or a list of them, e.g. "
-                "pipe(class_labels=[3]) (names: pipe.id2label)."
-            )
-        if isinstance(class_labels, (torch.Tensor, np.ndarray)):
-            if class_labels.ndim > 1 or class_labels.dtype in (torch.bool, np.bool_):
-                raise ValueError(
-                    f"class_labels must be a 0-d or 1-d integer tensor/array, got shape {tuple(class_labels.shape)} "
-                    f"and dtype {class_labels.dtype}."
-                )
-            if (isinstance(class_labels, torch.Tensor) and class_labels.is_floating_point()) or (
-                isinstance(class_labels, np.ndarray) and not np.issubdtype(class_labels.dtype, np.integer)
-            ):
-                raise ValueError(f"class_labels must hold integer class ids, got dtype {class_labels.dtype}.")
-            class_labels = class_labels.tolist()
-        if isinstance(class_labels, (int, str, np.integer)):
-            items = [class_labels]
-        elif isinstance(class_labels, Sequence):
-            items = list(class_labels)
-        else:
-            raise TypeError(
-                f"class_labels must be a class id, a class name, a list of them or a 1-D integer tensor, got "
-                f"{type(class_labels).__name__} ({class_labels!r})."
-            )
-        if not items:
-            raise ValueError("class_labels is empty: pass at least one class id or name.")
-        num_classes = self.transformer.config.num_classes
-        ids = []
-        for item in items:
-            if isinstance(item, str):
-                ids += self.get_label_ids(item)
-            elif isinstance(item, (int, np.integer)) and not isinstance(item, (bool, np.bool_)):
-                if not 0 <= int(item) < num_classes:
-                    raise ValueError(
-                        f"Class label {int(item)} is out of range: this model has {num_classes} classes, ids 0 to "
-                        f"{num_classes - 1}."
-                    )
-                ids.append(int(item))
-            else:
-                raise TypeError(
-                    f"class_labels entries must be int class ids or str class names, got {type(item).__name__} "
-                    f"({item!r})."
-                )
-        return ids
+    def resolve_class_labels(
+        self, class_labels: ClassLabels, names_where: str = "pipe.id2label"
+    ) -> list[int]:
+        """What ``pipe(class_labels=...)`` generates: ids, digit strings (``"207"``, ``"207: golden retriever"``),
+        names, or a list / 1-D integer tensor / array of them → a flat list of ids in ``[0, num_classes)``.
+
+        A string of digits is always an id. ``names_where`` names where the user reads the class names in the
+        error for an unknown name (e.g. a demo's class picker). See :mod:`ibq_hf.class_labels`.
+        """
+        if self.transformer is None:
+            self._check_components()
+        return resolve_class_labels(class_labels, self.id2label, self._num_classes(), names_where)
 
     # ---- generation ---------------------------------------------------------------------------------------
 
@@ -361,7 +258,7 @@ class IBQPipeline(DiffusionPipeline):
 
         Args:
             class_labels: a class id, a class name, or a list of them (``[207, "golden retriever"]``); a 1-D
-                integer tensor also works. See :meth:`get_label_ids` for names.
+                integer tensor also works. See :meth:`resolve_class_labels`.
             guidance_scale: classifier-free guidance scale (> 1 enables guidance, 1.0 disables it).
             temperature: sampling temperature.
             top_k: keep the k most likely ids per step (0 = off).
@@ -376,7 +273,8 @@ class IBQPipeline(DiffusionPipeline):
             return_dict: return an :class:`ImagePipelineOutput` or a tuple ``(images,)``.
             do_sample: sample (default) or take the arg-max at every step.
             generation_kwargs: further arguments of :meth:`IBQARForImageGeneration.generate`
-                (``guidance_schedule``, ``guidance_cutoff``, ``cache_implementation``, ``compile_config``).
+                (``guidance_schedule``, ``guidance_cutoff``, ``cache_implementation``, ``compile_config``,
+                ``logits_processor``, ``streamer``).
             step_callback: called as ``step_callback(step, tokens)`` after each sampled token (``tokens``
                 [B, step + 1], the ids so far); the progress bar advances by the same mechanism, per call, so
                 concurrent calls (e.g. a demo server) never move each other's bars.
@@ -400,7 +298,7 @@ class IBQPipeline(DiffusionPipeline):
                 f"{num_images_per_prompt!r} ({type(num_images_per_prompt).__name__})."
             )
         num_images_per_prompt = int(num_images_per_prompt)
-        ids = [i for i in self._resolve_class_labels(class_labels) for _ in range(num_images_per_prompt)]
+        ids = [i for i in self.resolve_class_labels(class_labels) for _ in range(num_images_per_prompt)]
         batch = len(ids)
         if isinstance(generator, (list, tuple)) and len(generator) != batch:
             raise ValueError(
@@ -467,170 +365,33 @@ class IBQPipeline(DiffusionPipeline):
 
     # ---- Hub ----------------------------------------------------------------------------------------------
 
-    def write_model_card(
-        self,
-        save_directory: str | os.PathLike,
-        *,
-        title: str | None = None,
-        description: str | None = None,
-        source: str | None = None,
-        base_model: str | None = None,
-        metrics: str | None = None,
-        repo_id: str | None = None,
-    ) -> Path:
-        """Write ``README.md`` (Hub model card with license, tags, usage) describing this pipeline."""
-        vq, ar = self.vqvae.config, self.transformer.config
-        factor = self.vqvae.downsample_factor
-        side = ar.grid_size * factor
-        n_params = sum(p.numel() for p in self.transformer.parameters())
+    # save_pretrained / push_to_hub come from HubSaveMixin: safetensors only, the card written after the weights,
+    # a push only once the folder is complete on disk.
+    _safetensors_only = True
+
+    def write_model_card(self, save_directory: str | os.PathLike, **facts: Any) -> Path:
+        """Write ``README.md`` (Hub model card: license, tags, a runnable usage snippet) describing this pipeline.
+
+        ``facts`` as in :func:`ibq_hf.hub_utils.write_pipeline_card` (``name``, ``source_file``, ``size``,
+        ``base_model``, ``reported``, ``trained``, ``dataset``, ``title``, ``description``); the class names and
+        the sampling defaults come from the transformer.
+        """
+        config = self.transformer.config
         id2label = self.id2label
-        if ar.num_classes == IMAGENET_NUM_CLASSES and not _has_meaningful_id2label(ar):
-            labels_repr, labels_text = (
-                '[207, "otter"]',
-                "ImageNet-1k class ids (0-999, sorted WordNet ids) or names",
-            )
+        if config.num_classes == IMAGENET_NUM_CLASSES and not has_class_names(config):
+            class_names, first = "imagenet", None
         elif id2label:
-            first = id2label[0].split(",")[0].strip()
-            labels_repr = f"[{first!r}, {min(1, ar.num_classes - 1)}]"
-            labels_text = "class ids or the names in `pipe.id2label`"
+            class_names, first = "config", id2label[0].split(",")[0].strip()
         else:
-            labels_repr, labels_text = f"[0, {min(1, ar.num_classes - 1)}]", "class ids"
-        name = repo_id or Path(save_directory).resolve().name
-        usage = (
-            "import torch\n"
-            "from ibq_hf.pipeline import IBQPipeline\n\n"
-            f'pipe = IBQPipeline.from_pretrained("{name}")\n'
-            "generators = [torch.Generator().manual_seed(seed) for seed in range(2)]  # one per image\n"
-            f"images = pipe(class_labels={labels_repr}, generator=generators).images\n"
-            'images[0].save("sample.png")'
-        )
-        description = description or (
-            f"Class-conditional image generation with IBQ: an autoregressive transformer ({n_params:,} parameters, "
-            f"{ar.num_hidden_layers} layers) samples a {ar.grid_size}×{ar.grid_size} grid of token ids for one of "
-            f"{ar.num_classes} classes ({labels_text}), and the IBQ tokenizer ({vq.num_embeddings}-code codebook) "
-            f"decodes it to a {side}×{side} image. Load it with `ibq_hf` (`IBQPipeline.from_pretrained`; "
-            "`DiffusionPipeline.from_pretrained` cannot import a pipeline class outside diffusers)."
-        )
-        return write_model_card(
+            class_names, first = None, None
+        facts.setdefault("sampling", sampling_defaults(self.transformer.generation_config))
+        return write_pipeline_card(
             save_directory,
-            title=title or f"IBQ class-conditional pipeline ({side}×{side}, {ar.num_classes} classes)",
-            description=description,
-            usage=usage,
-            library_name="diffusers",
-            tags=["ibq_hf", "image-generation", "class-conditional", "autoregressive"],
-            source=source,
-            base_model=base_model,
-            metrics=metrics,
+            self.vqvae.config,
+            config,
+            num_parameters=sum(p.numel() for p in self.transformer.parameters()),
+            downsample_factor=self.vqvae.downsample_factor,
+            class_names=class_names,
+            first_class_name=first,
+            **facts,
         )
-
-    def _save_local(
-        self,
-        save_directory: str | os.PathLike,
-        variant: str | None,
-        max_shard_size: int | str | None,
-        model_card: Mapping[str, Any] | None,
-        repo_id: str | None,
-    ) -> None:
-        super().save_pretrained(
-            save_directory,
-            safe_serialization=True,
-            variant=variant,
-            max_shard_size=max_shard_size,
-            push_to_hub=False,
-        )
-        # A `repo_id` in `model_card` names the model in the card's usage snippet (e.g. the final folder name
-        # when saving into a staging folder); the push's repo id otherwise.
-        self.write_model_card(save_directory, **{"repo_id": repo_id, **dict(model_card or {})})
-
-    def save_pretrained(
-        self,
-        save_directory: str | os.PathLike,
-        safe_serialization: bool = True,
-        variant: str | None = None,
-        max_shard_size: int | str | None = None,
-        push_to_hub: bool = False,
-        model_card: Mapping[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        """Save ``model_index.json``, ``vqvae/``, ``transformer/`` (safetensors) and a model card, offline.
-
-        With ``push_to_hub=True`` the folder is uploaded *after* it is complete on disk (``repo_id`` defaults to
-        the folder name; ``commit_message``, ``private``, ``token``, ``create_pr`` are passed on), so a failed
-        upload never costs the local copy. ``model_card`` holds extra card fields (``source``, ``base_model``,
-        ``metrics``, ``title``, ``description``). Returns the commit info of the push, else ``None``.
-        """
-        if not safe_serialization:
-            raise ValueError(
-                "ibq-hf saves safetensors only (no pickled weights); drop safe_serialization=False."
-            )
-        push_keys = ("repo_id", "commit_message", "private", "token", "create_pr")
-        push_args = {k: kwargs.pop(k) for k in push_keys if k in kwargs}
-        if kwargs:
-            raise TypeError(f"Unexpected save_pretrained arguments: {sorted(kwargs)}.")
-        if push_args and not push_to_hub:
-            raise ValueError(f"{sorted(push_args)} only apply with push_to_hub=True.")
-        repo_id = push_args.pop("repo_id", None)
-        self._save_local(save_directory, variant, max_shard_size, model_card, repo_id)
-        if not push_to_hub:
-            return None
-        return upload_folder_to_hub(
-            save_directory, repo_id or Path(save_directory).resolve().name, **push_args
-        )
-
-    def push_to_hub(
-        self,
-        repo_id: str,
-        commit_message: str | None = None,
-        private: bool | None = None,
-        token: str | None = None,
-        create_pr: bool = False,
-        safe_serialization: bool = True,
-        variant: str | None = None,
-        model_card: Mapping[str, Any] | None = None,
-    ) -> Any:
-        """Save to a temporary folder (as :meth:`save_pretrained` does) and upload it to ``repo_id``.
-
-        To keep a local copy, use ``save_pretrained(dir, push_to_hub=True, repo_id=...)`` or save first and
-        upload the folder with :func:`upload_folder_to_hub`. Returns the commit info.
-        """
-        if not safe_serialization:
-            raise ValueError(
-                "ibq-hf saves safetensors only (no pickled weights); drop safe_serialization=False."
-            )
-        with tempfile.TemporaryDirectory() as tmp:
-            self._save_local(tmp, variant, None, model_card, repo_id)
-            return upload_folder_to_hub(
-                tmp,
-                repo_id,
-                commit_message=commit_message or "Upload IBQPipeline with ibq-hf",
-                private=private,
-                token=token,
-                create_pr=create_pr,
-            )
-
-
-def upload_folder_to_hub(
-    folder: str | os.PathLike,
-    repo_id: str,
-    *,
-    commit_message: str | None = None,
-    private: bool | None = None,
-    token: str | None = None,
-    create_pr: bool = False,
-) -> Any:
-    """Upload a saved folder (pipeline or model) to the Hub: create the repo if needed, then one commit.
-
-    Pickled weight files (``*.bin``, ``*.pt``, ``*.ckpt``, ...) are never uploaded. Returns the commit info.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"Nothing to upload: {folder} is not a folder. Save the model there first.")
-    api = HfApi(token=token)
-    repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
-    return api.upload_folder(
-        repo_id=repo_url.repo_id,
-        folder_path=folder,
-        commit_message=commit_message or f"Upload {folder.name} with ibq-hf",
-        create_pr=create_pr,
-        ignore_patterns=_PICKLE_PATTERNS,
-    )

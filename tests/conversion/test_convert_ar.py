@@ -11,12 +11,12 @@ import yaml
 from ibq_hf.conversion.ar import (
     ar_config_from_original_yaml,
     convert_ar_checkpoint,
+    converted_card_facts,
     infer_ar_config,
     split_ar_state_dict,
-    write_ar_model_card,
 )
 from ibq_hf.conversion.common import CheckpointKeyError
-from ibq_hf.models.configuration_ar import IBQ_AR_PRESETS, IBQARConfig
+from ibq_hf.models.configuration_ar import IBQ_AR_PRESETS, IBQARConfig, recommended_generation_config
 from ibq_hf.models.modeling_ar import IBQARForImageGeneration
 
 TINY = {
@@ -191,9 +191,11 @@ def test_released_sizes_are_recognised_from_shapes(name: str) -> None:
 def test_released_size_card_reports_fid_and_is(tmp_path) -> None:
     with torch.device("meta"):
         model = IBQARForImageGeneration(IBQARConfig.from_preset("XL"))
-    card = write_ar_model_card(tmp_path, model, "XL", "AR_256_XL.ckpt").read_text()
+    model.generation_config = recommended_generation_config("XL")  # what the converter saves with it
+    card = model.write_model_card(tmp_path, **converted_card_facts("AR_256_XL.ckpt", "XL")).read_text()
     assert "2.14" in card and "278.99" in card and "base_model: TencentARC/IBQ-AR-XL" in card
     assert "1,076,103,168 parameters" in card and "temperature 1.15" in card and "guidance 2.35" in card
+    assert "# IBQ-AR-XL" in card and "defaults in `generation_config.json`" in card
 
 
 def test_yaml_translation_and_rejections(tmp_path) -> None:

@@ -11,9 +11,10 @@ import yaml
 from conftest import TINY_PIPELINE_AR_CONFIG, TINY_TOKENIZER_CONFIG
 from ibq_hf import IBQVQModel
 from ibq_hf.cli import main
+from ibq_hf.conversion.ar import converted_card_facts
 from ibq_hf.conversion.common import CheckpointKeyError
-from ibq_hf.conversion.pipeline import _card_fields, convert_pipeline_checkpoint
-from ibq_hf.models.configuration_ar import IBQARConfig
+from ibq_hf.conversion.pipeline import convert_pipeline_checkpoint
+from ibq_hf.models.configuration_ar import IBQARConfig, recommended_generation_config
 from ibq_hf.models.modeling_ar import IBQARForImageGeneration
 from ibq_hf.pipeline import IBQPipeline
 
@@ -152,8 +153,10 @@ def test_released_size_card_reports_fid_and_source(tmp_path):
     with torch.device("meta"):
         pipe = IBQPipeline(vqvae=IBQVQModel.from_preset(16384), transformer=IBQARForImageGeneration(
             IBQARConfig.from_preset("B")))  # fmt: skip
-    fields = _card_fields(pipe, "AR_256_B.ckpt")
-    path = pipe.write_model_card(tmp_path, **fields)
+    pipe.transformer.generation_config = recommended_generation_config(
+        "B"
+    )  # what the converter saves with it
+    path = pipe.write_model_card(tmp_path, **converted_card_facts("AR_256_B.ckpt", "B"))
     card = path.read_text()
     assert "base_model: TencentARC/IBQ-AR-B" in card and "| 2.88 | 254.73 |" in card
     assert "AR_256_B.ckpt" in card and "temperature 1.1" in card and "guidance 2.25" in card

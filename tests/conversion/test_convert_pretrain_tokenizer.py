@@ -19,13 +19,13 @@ from huggingface_hub import metadata_load
 from conftest import TINY_TOKENIZER_CONFIG
 from ibq_hf import IBQVQModel
 from ibq_hf.cli import main
+from ibq_hf.cli.flags import PROTOCOLS as CLI_PROTOCOLS
 from ibq_hf.conversion.tokenizer import (
     PRETRAIN_SCHEDULE_ARGUMENTS,
     convert_tokenizer_checkpoint,
     detect_protocol,
     flat_ema_name,
 )
-from ibq_hf.evaluation.commands import TOKENIZER_PROTOCOLS
 from ibq_hf.image_processing import PROTOCOLS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -202,7 +202,7 @@ def test_protocol_detection_and_override(source_model, tmp_path):
         "no sign of a Pretrain tokenizer (the ImageNet tokenizers' protocol)",
     )
     assert set(SCHEDULE) == set(PRETRAIN_SCHEDULE_ARGUMENTS)
-    assert TOKENIZER_PROTOCOLS == PROTOCOLS  # the CLI's spelled-out choices are the library's protocols
+    assert CLI_PROTOCOLS == PROTOCOLS  # the CLI's spelled-out choices are the library's protocols
 
     path = tmp_path / "IBQ_pretrain_16384.ckpt"
     torch.save({"state_dict": pretrain_state(source_model)}, path)

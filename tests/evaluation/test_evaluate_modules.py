@@ -98,3 +98,89 @@ def test_fid_module_with_real_weights(fid_inception):
     metric = evaluate.load(metric_path("fid"), inception=fid_inception)
     result = metric.compute(predictions=images, references=images)
     assert abs(result["fid"]) < 1e-2
+
+
+def test_modules_give_exactly_the_accumulators_numbers():
+    """One implementation: each module's result equals the accumulators' (as the runners use them) on the same
+    images — FID / IS / precision-recall through `evaluate_generation`, the others through their accumulator."""
+    from ibq_hf.evaluation import PSNRSSIM, LPIPSMeter, evaluate_generation, load_lpips
+    from ibq_hf.models.quantizer import CodebookUsage
+
+    stub = StubInception()
+    images = torch.from_numpy(photo_crops(32, 3)).permute(0, 3, 1, 2).float() / 255  # 12 images
+    fake, real = images[:7], images[5:]
+    runner = evaluate_generation([fake[:4], fake[4:]], [real], stub, precision_recall_k=3, progress=False)
+    results = {}
+    for name in ("fid", "inception_score", "precision_recall"):
+        module = evaluate.load(metric_path(name), inception=stub)
+        module.add_batch(predictions=fake[:4], references=None if name == "inception_score" else real)
+        results.update(module.compute(predictions=fake[4:]))  # the runner's network batches: equal bits
+    assert results["fid"] == runner["fid"]
+    assert results["inception_score"] == runner["inception_score"]
+    assert results["inception_score_std"] == runner["inception_score_std"]
+    assert (results["precision"], results["recall"]) == (runner["precision"], runner["recall"])
+
+    x, y = images[:6] * 2 - 1, images[6:] * 2 - 1
+    pixel = PSNRSSIM()
+    pixel.update(y, x)  # originals, reconstructions
+    assert evaluate.load(metric_path("psnr_ssim")).compute(predictions=x, references=y) == pixel.compute()
+    meter = LPIPSMeter(load_lpips("alex", random_weights=True))
+    meter.update(x, y)
+    lpips = evaluate.load(metric_path("lpips"), net="alex", random_weights=True)
+    assert lpips.compute(predictions=x, references=y) == {"lpips": meter.compute(), "count": 6}
+    codes = torch.randint(0, 16, (5, 4, 4), generator=torch.Generator().manual_seed(0))
+    usage = CodebookUsage(16)
+    usage.update(codes)
+    module = evaluate.load(metric_path("codebook_usage"), num_embeddings=16).compute(predictions=codes)
+    assert module == {**usage.compute(), "num_tokens": 80}
+
+
+def test_accumulators_merge_across_processes():
+    """Two "processes" each accumulating half, merged, give the single-process result."""
+    from ibq_hf.evaluation import (
+        PSNRSSIM,
+        InceptionFeatureAccumulator,
+        LPIPSMeter,
+        fid_from_accumulators,
+        load_lpips,
+        precision_recall,
+    )
+
+    stub = StubInception()
+    images = torch.from_numpy(photo_crops(32, 3)).permute(0, 3, 1, 2).float() / 255
+    halves = (images[:5], images[5:])
+
+    def accumulator():
+        return InceptionFeatureAccumulator(stub, keep_features=True, inception_score=True)
+
+    whole, parts = accumulator(), [accumulator(), accumulator()]
+    for part, half in zip(parts, halves):
+        whole.update(half)  # the same network batches, so only the accumulation differs
+        part.update(half)
+    parts[0].merge(parts[1])
+    merged = parts[0]
+    reference = accumulator()
+    reference.update(images.flip(0))
+    assert merged.count == 12
+    np.testing.assert_allclose(merged.stats.covariance, whole.stats.covariance, rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(merged.features, whole.features)
+    assert merged.inception_score.compute() == pytest.approx(whole.inception_score.compute(), rel=1e-6)
+    assert fid_from_accumulators(merged, reference) == pytest.approx(
+        fid_from_accumulators(whole, reference), rel=1e-9, abs=1e-9
+    )
+    assert precision_recall(reference.features, merged.features) == precision_recall(
+        reference.features, whole.features
+    )
+    with pytest.raises(ValueError, match="keep_features"):
+        merged.merge(InceptionFeatureAccumulator(stub))
+
+    x, y = images * 2 - 1, images.flip(0) * 2 - 1
+    model = load_lpips("alex", random_weights=True)
+    for make, args in ((PSNRSSIM, ()), (LPIPSMeter, (model,))):
+        one, a, b = make(*args), make(*args), make(*args)
+        one.update(x, y)
+        a.update(x[:5], y[:5])
+        b.update(x[5:], y[5:])
+        a.merge(b)
+        assert a.count == one.count == 12
+        assert a.compute() == pytest.approx(one.compute(), rel=1e-12)

@@ -17,8 +17,8 @@ from evaluation_helpers import photo_crops
 from conftest import TINY_TOKENIZER_CONFIG
 from ibq_hf import IBQVQModel
 from ibq_hf.cli import main as cli_main
+from ibq_hf.cli.evaluate import tokenizer_main
 from ibq_hf.evaluation import psnr_ssim
-from ibq_hf.evaluation.commands import tokenizer_main
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: 1 thread avoids OpenMP stalls on busy cores
 

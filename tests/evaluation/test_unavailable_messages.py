@@ -36,7 +36,7 @@ def messages(tmp_path, monkeypatch) -> list[str]:
             load_lpips(net)
         found.append(str(info.value))
     torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "backbone.pth")
-    monkeypatch.setattr("ibq_hf.evaluation.lpips._package_heads", lambda net: None)  # no lpips wheel
+    monkeypatch.setattr("ibq_hf.evaluation.lpips.lpips_package_heads", lambda net: None)  # no lpips wheel
     with pytest.raises(WeightsUnavailableError) as info:
         load_lpips("alex", backbone_path=tmp_path / "backbone.pth")
     found.append(str(info.value))

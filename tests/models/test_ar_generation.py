@@ -8,7 +8,8 @@ from transformers import CompileConfig, DynamicCache, GenerationConfig, StaticCa
 
 from conftest import TINY_AR_CONFIG
 from ibq_hf.models.configuration_ar import IBQARConfig
-from ibq_hf.models.modeling_ar import IBQARForImageGeneration, _sample_from_probs, filter_top_k_top_p
+from ibq_hf.models.generation_ar import _sample_from_probs, build_logits_processor
+from ibq_hf.models.modeling_ar import IBQARForImageGeneration
 
 TINY = TINY_AR_CONFIG
 NULL = 10
@@ -236,6 +237,11 @@ def test_inverse_cdf_draw_follows_the_distribution() -> None:
     torch.testing.assert_close(counts, probs[0].double(), atol=0.01, rtol=0)
     edge = _sample_from_probs(probs, torch.tensor([0.9999999]))
     assert edge.item() == 3
+
+
+def filter_top_k_top_p(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """What generate() applies when sampling at temperature 1: transformers' top-k warper, then our top-p."""
+    return build_logits_processor(True, 1.0, top_k, top_p)(None, logits)
 
 
 def test_top_k_top_p_filter_semantics() -> None:

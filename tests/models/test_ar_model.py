@@ -227,13 +227,13 @@ def test_adaln_chunk_order_gammas_first() -> None:
     x = torch.randn(2, 5, C)
     cond = torch.randn(2, C)
     cos, sin = rope_2d_cos_sin(torch.arange(5), 4, model.config.head_dim)
-    torch.testing.assert_close(block(x, cond, cos, sin), x)
+    torch.testing.assert_close(block(x, cond, cos, sin)[0], x)
     with torch.no_grad():  # gamma2 = 1, scale2/shift2 = 0, gamma1 = 0 → out = x + ffn(norm(x))
         block.ada_lin[1].weight.zero_()
         block.ada_lin[1].bias.zero_()
         block.ada_lin[1].bias[C : 2 * C] = 1.0
     expected = x + block.feed_forward(block.ffn_norm(x))
-    torch.testing.assert_close(block(x, cond, cos, sin), expected)
+    torch.testing.assert_close(block(x, cond, cos, sin)[0], expected)
 
 
 def test_reference_initialisation() -> None:

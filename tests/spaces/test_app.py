@@ -20,7 +20,7 @@ from spaces_testutil import BUNDLED_MODEL, load_app  # noqa: E402
 
 from conftest import TINY_PIPELINE_AR_CONFIG, TINY_TOKENIZER_CONFIG  # noqa: E402
 from ibq_hf import IBQARConfig, IBQARForImageGeneration, IBQPipeline, IBQVQModel  # noqa: E402
-from ibq_hf.pipeline import images_to_tensor  # noqa: E402
+from ibq_hf.image_processing import images_to_tensor  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -247,6 +247,72 @@ def test_generate_unexpected_failure_is_a_sentence(app_module, digits_pipe):
     logic.pipe = broken
     with pytest.raises(gr.Error, match=r"Generation failed \(RuntimeError\); see the server log\."):
         _generate(logic)
+
+
+# ---- progressive preview through the streamer --------------------------------------------------------------
+
+
+def test_preview_streamer_hands_over_the_newest_partial_grid(app_module):
+    streamer = app_module.PreviewStreamer(every=3, total=10)
+    steps = [torch.tensor([i, 100 + i]) for i in range(10)]
+    for step in steps[:4]:
+        streamer.put(step)
+    reader = iter(streamer)
+    assert torch.equal(next(reader), torch.stack(steps[:3], dim=1))  # [B=2, 3]
+    for step in steps[4:]:
+        streamer.put(step[:, None])  # [B, 1] works too
+    streamer.end()
+    # Grids at 6 and 9 steps were queued; a late reader gets only the newest, then the stream ends.
+    assert [grid.shape for grid in reader] == [(2, 9)]
+    with pytest.raises(ValueError, match="every must be >= 1"):
+        app_module.PreviewStreamer(every=0, total=10)
+
+
+def test_generate_progressive_yields_previews_then_the_images(app_module, digits_pipe):
+    logic = app_module.IBQDemo(digits_pipe, app_module.DemoLimits(previews=3))
+    settings = dict(
+        class_label=7, guidance_scale=2.0, temperature=1.0, top_k=0, top_p=1.0, seed=4, num_images=2
+    )
+    galleries = list(logic.generate_progressive(**settings))
+    *previews, final = galleries
+    assert 1 <= len(previews) <= 3
+    for gallery in previews:
+        assert [caption.split(" · ")[:2] for _, caption in gallery] == [
+            ["7: 7", "seed 4"],
+            ["7: 7", "seed 5"],
+        ]
+        done = int(gallery[0][1].rsplit(" · ", 1)[1].split("/")[0])
+        assert 0 < done < 64 and gallery[0][1].endswith(f"{done}/64 tokens")
+        pixels = np.asarray(gallery[0][0])
+        assert pixels.shape == (256, 256, 3)
+        assert (pixels[-32:] == 128).all()  # the last token row is not sampled yet: grey
+    expected = logic.generate(**settings)
+    assert [caption for _, caption in final] == [caption for _, caption in expected]
+    for (image, _), (reference, _) in zip(final, expected, strict=True):
+        assert np.array_equal(np.asarray(image), np.asarray(reference))
+    # Without previews the stream is the final gallery alone; errors surface to the reader.
+    quiet = app_module.IBQDemo(digits_pipe, app_module.DemoLimits(previews=0))
+    (only,) = list(quiet.generate_progressive(**settings))
+    assert np.array_equal(np.asarray(only[0][0]), np.asarray(expected[0][0]))
+    logic.pipe = lambda **_: (_ for _ in ()).throw(ValueError("bad settings"))
+    with pytest.raises(gr.Error, match="Generation failed: bad settings"):
+        list(logic.generate_progressive(**settings))
+
+
+def test_generate_endpoint_streams_through_the_pipeline_streamer(app_module, blocks, monkeypatch):
+    """The Generate event is a generator (Gradio shows each gallery) fed by the pipeline's ``streamer=``."""
+    streamers = []
+    call = type(blocks.ibq_demo.pipe).__call__
+
+    def spy(self, *args, **kwargs):
+        streamers.append((kwargs.get("generation_kwargs") or {}).get("streamer"))
+        return call(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(blocks.ibq_demo.pipe), "__call__", spy)
+    galleries = list(_endpoint(blocks, "generate").fn(3, 2.0, 1.0, 0, 1.0, 0, 1))
+    assert len(streamers) == 1 and isinstance(streamers[0], app_module.PreviewStreamer)
+    assert len(galleries) >= 2  # at least one preview, then the images
+    assert [caption for _, caption in galleries[-1]] == ["3: 3 · seed 0"]
 
 
 # ---- tokenization -----------------------------------------------------------------------------------------
@@ -531,7 +597,10 @@ def test_controls_offer_only_valid_values(blocks):
 
 def test_rejected_request_is_one_log_line(blocks, caplog):
     """A refused input: one WARNING line (no traceback) and a page error Gradio will not print a traceback for."""
-    generate = _endpoint(blocks, "generate").fn
+
+    def generate(*values):  # the endpoint streams (previews, then the images): run it to the end
+        return list(_endpoint(blocks, "generate").fn(*values))
+
     caplog.set_level("INFO", logger="ibq_hf.spaces")
     with pytest.raises(gr.Error, match="Class 12 is out of range") as raised:
         generate("12", 2.0, 1.0, 0, 1.0, 0, 1)

@@ -22,11 +22,11 @@ from typing import Any
 
 import torch
 
-from ..hub_utils import metrics_table, write_model_card
+from ..hub_utils import ReportedResults
 from ..models.configuration_ar import (
     IBQ_AR_PRESETS,
-    IBQ_AR_RECOMMENDED_SAMPLING,
     IBQARConfig,
+    config_from_original,
     preset_name,
     recommended_generation_config,
 )
@@ -194,24 +194,7 @@ def ar_config_from_original_params(
     bad = [f"{k}={p[k]!r} ({why})" for k, (ok, why) in unsupported.items() if not ok]
     if bad:
         raise ValueError(f"{source}: unsupported settings: {'; '.join(bad)}.")
-    return IBQARConfig(
-        vocab_size=int(p["vocab_size"]),
-        num_classes=int(p["class_num"]),
-        hidden_size=int(p["n_embd"]),
-        num_hidden_layers=int(p["n_layer"]),
-        num_attention_heads=int(p["n_head"]),
-        multiple_of=int(p["multiple_of"]),
-        ffn_dim_multiplier=None if p["ffn_dim_multiplier"] is None else float(p["ffn_dim_multiplier"]),
-        grid_size=grid,
-        rope_base=float(p["rope_base"]),
-        rms_norm_eps=float(p["norm_eps"]),
-        resid_dropout=float(p["resid_dropout_p"]),
-        ffn_dropout=float(p["ffn_dropout_p"]),
-        attention_dropout=float(p["attn_dropout_p"]),
-        token_dropout=float(p["token_drop"]),
-        initializer_range=float(p["initalizer_range"]),
-        adaln_gamma_init=float(p["alng"]),
-    )
+    return config_from_original(p)
 
 
 def infer_ar_config(
@@ -236,15 +219,14 @@ def infer_ar_config(
         "num_hidden_layers": len({k.split(".")[1] for k in state if k.startswith("blocks.")}),
         "intermediate_size": int(state["blocks.0.feed_forward.w1.weight"].shape[0]),
     }
-    for name, fields in IBQ_AR_PRESETS.items():
-        preset = IBQARConfig(**fields)
-        if all(getattr(preset, key) == value for key, value in shapes.items()):
-            overrides = {
-                k: v
-                for k, v in (("num_attention_heads", num_attention_heads), ("grid_size", grid_size))
-                if v is not None
-            }
-            return IBQARConfig.from_preset(name, **overrides)
+    name = preset_name(shapes, fields=shapes)
+    if name is not None:
+        overrides = {
+            k: v
+            for k, v in (("num_attention_heads", num_attention_heads), ("grid_size", grid_size))
+            if v is not None
+        }
+        return IBQARConfig.from_preset(name, **overrides)
     if num_attention_heads is None or grid_size is None:
         found = ", ".join(f"{k}={v}" for k, v in shapes.items())
         raise ValueError(
@@ -328,69 +310,25 @@ def convert_ar_checkpoint(
 
     output_dir = Path(output_dir)
     with staged_output_dir(output_dir, overwrite) as staging:
-        model.save_pretrained(staging)
-        write_ar_model_card(staging, model, size, checkpoint_path.name, name=output_dir.name)
+        model.save_pretrained(
+            staging, model_card={**converted_card_facts(checkpoint_path.name, size), "name": output_dir.name}
+        )
     return model
 
 
-def write_ar_model_card(
-    output_dir: str | os.PathLike,
-    model: IBQARForImageGeneration,
-    size: str | None,
-    source_file: str,
-    name: str | None = None,
-) -> Path:
-    """Write the model card (README.md) of a converted AR model; ``size`` adds the reported FID/IS.
-
-    ``name`` is the folder or repo name shown in the usage snippet (default: ``output_dir``'s name).
-    """
-    output_dir = Path(output_dir)
-    name = name or output_dir.name
-    config = model.config
-    num_params = sum(p.numel() for p in model.parameters())
-    title = f"IBQ-AR-{size}" if size else "IBQ class-conditional AR model"
-    description = (
-        f"The class-conditional autoregressive model of IBQ ({num_params:,} parameters, {config.num_hidden_layers} "
-        f"layers, width {config.hidden_size}), converted from `{source_file}` to the transformers format by "
-        f"ibq-hf. It samples {config.grid_size}×{config.grid_size} grids of IBQ tokenizer ids "
-        f"(codebook {config.vocab_size}) for {config.num_classes} classes; decode them with the IBQ tokenizer "
-        "(`IBQVQModel`) or use `IBQPipeline`."
-    )
-    metrics = None
-    base_model = None
-    source = f"`{source_file}` (original SEED-Voken checkpoint)"
-    if size is not None:
-        reported = REPORTED_RESULTS[size]
-        sampling = IBQ_AR_RECOMMENDED_SAMPLING[size]
-        table = metrics_table(
+def converted_card_facts(source_file: str, size: str | None) -> dict[str, Any]:
+    """Model-card facts of a model or pipeline converted from ``source_file`` (an ``AR_256_*.ckpt``): for a released
+    ``size``, its Hub repo and the authors' FID/IS (measured with the sampling defaults the converter saves)."""
+    if size is None:
+        return {"source_file": source_file}
+    reported = REPORTED_RESULTS[size]
+    return {
+        "source_file": source_file,
+        "size": size,
+        "base_model": f"TencentARC/IBQ-AR-{size}",
+        "reported": ReportedResults(
+            "Reported by the authors for class-conditional ImageNet 256×256",
             ["Model", "Params", "FID (ADM, 50k)", "IS"],
-            [[title, reported["params"], reported["fid"], reported["inception_score"]]],
-        )
-        metrics = (
-            f"{table}\n\nReported by the authors for ImageNet 256×256 with temperature {sampling['temperature']}, "
-            f"classifier-free guidance {sampling['guidance_scale']}, top-k 0, top-p 1.0; these are the defaults "
-            "in `generation_config.json`."
-        )
-        base_model = f"TencentARC/IBQ-AR-{size}"
-        source = f"`{source_file}` from [{base_model}](https://huggingface.co/{base_model})"
-    labels = [207, 360] if config.num_classes == 1000 else list(range(min(2, config.num_classes)))
-    usage = f"""
-import torch
-import ibq_hf  # registers the model with the transformers Auto classes
-from ibq_hf import IBQARForImageGeneration
-
-model = IBQARForImageGeneration.from_pretrained("{name}")  # this directory or its Hub copy
-generators = [torch.Generator().manual_seed(seed) for seed in range({len(labels)})]
-token_ids = model.generate(class_labels={labels}, generator=generators)  # [{len(labels)}, {config.num_image_tokens}] ids
-"""
-    return write_model_card(
-        output_dir,
-        title=title,
-        description=description,
-        usage=usage,
-        library_name="transformers",
-        tags=["image-generation", "autoregressive", "class-conditional", "imagenet"],
-        source=source,
-        base_model=base_model,
-        metrics=metrics,
-    )
+            [[f"IBQ-AR-{size}", reported["params"], reported["fid"], reported["inception_score"]]],
+        ),
+    }

@@ -14,14 +14,13 @@ from pathlib import Path
 
 import torch
 
-from ..hub_utils import metrics_table
-from ..models.configuration_ar import IBQ_AR_RECOMMENDED_SAMPLING, preset_name
+from ..models.configuration_ar import preset_name
 from ..models.modeling_vq import IBQVQModel
 from ..pipeline import IBQPipeline
 from .ar import (
     IGNORED_PREFIXES,
-    REPORTED_RESULTS,
     ar_model_from_state_dict,
+    converted_card_facts,
     split_ar_state_dict,
 )
 from .common import (
@@ -130,29 +129,8 @@ def convert_pipeline_checkpoint(
     )
     del state
     if output_dir is not None:
-        card = {**_card_fields(pipe, checkpoint_path.name), "repo_id": Path(output_dir).name}
+        size = preset_name(pipe.transformer.config)
+        card = {**converted_card_facts(checkpoint_path.name, size), "name": Path(output_dir).name}
         with staged_output_dir(output_dir, overwrite) as staging:
             pipe.save_pretrained(staging, model_card=card)
     return pipe
-
-
-def _card_fields(pipe: IBQPipeline, source_file: str) -> dict[str, str | None]:
-    size = preset_name(pipe.transformer.config)
-    if size is None:
-        return {"source": f"`{source_file}` (original SEED-Voken AR checkpoint; tokenizer embedded in it)"}
-    reported = REPORTED_RESULTS[size]
-    sampling = IBQ_AR_RECOMMENDED_SAMPLING[size]
-    repo = f"TencentARC/IBQ-AR-{size}"
-    table = metrics_table(
-        ["Model", "Params", "FID (ADM, 50k)", "IS"],
-        [[f"IBQ-AR-{size}", reported["params"], reported["fid"], reported["inception_score"]]],
-    )
-    return {
-        "title": f"IBQ-AR-{size} pipeline (ImageNet 256×256)",
-        "source": f"`{source_file}` from [{repo}](https://huggingface.co/{repo}) (AR model and its embedded "
-        "16384-code tokenizer)",
-        "base_model": repo,
-        "metrics": f"{table}\n\nReported by the authors for class-conditional ImageNet 256×256 with temperature "
-        f"{sampling['temperature']}, classifier-free guidance {sampling['guidance_scale']}, top-k 0, top-p 1.0 "
-        "(the pipeline's defaults, from `transformer/generation_config.json`).",
-    }

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from ..hub_utils import metrics_table, write_model_card
+from ..hub_utils import ReportedResults
 from ..image_processing import PROTOCOLS
 from ..models.modeling_vq import _IMAGENET_ARCH, IBQVQModel
 from .common import (
@@ -376,89 +376,59 @@ def convert_tokenizer_checkpoint(
     if output_dir is not None:
         with staged_output_dir(output_dir, overwrite) as staging:
             save_converted_tokenizer(
-                model, staging, source=Path(checkpoint_path).name, used_ema=used_ema, protocol=protocol
+                model,
+                staging,
+                source=Path(checkpoint_path).name,
+                used_ema=used_ema,
+                protocol=protocol,
+                name=Path(output_dir).name,
             )
     return model
 
 
 def save_converted_tokenizer(
-    model: IBQVQModel, output_dir: str | os.PathLike, source: str, used_ema: bool, protocol: str = "reference"
+    model: IBQVQModel,
+    output_dir: str | os.PathLike,
+    source: str,
+    used_ema: bool,
+    protocol: str = "reference",
+    name: str | None = None,
 ) -> None:
     """Write safetensors weights, the config and a model card for a converted tokenizer.
 
     The card names the preprocessing ``protocol`` in words and as ``preprocessing_protocol`` in its metadata,
-    which ``ibq-hf evaluate tokenizer`` reads as its default ``--protocol``.
+    which ``ibq-hf evaluate tokenizer`` reads as its default ``--protocol``; ``name`` is the folder or repo id its
+    usage snippet loads (default: ``output_dir``'s name).
     """
     if protocol not in PROTOCOLS:
         raise ValueError(
             f"Unknown preprocessing protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}."
         )
-    model.save_pretrained(output_dir, safe_serialization=True)
     k = model.config.num_embeddings
-    pretrain = protocol == "pretrain"
-    weights = "EMA" if used_ema else "raw, non-EMA"
-    resolution = model.config.resolution
-    preprocessing = (
-        f"**Preprocessing (`{protocol}` protocol):** {PROTOCOL_DESCRIPTIONS[protocol].format(R=resolution)}. Use "
-        f"the same pixels to reproduce its numbers: `ibq-hf evaluate tokenizer --model DIR --protocol {protocol}`, "
-        f'or `ibq_hf.image_processing.images_to_tensor(pictures, {resolution}, protocol="{protocol}")` in Python.'
-    )
-    metrics = None
-    if pretrain:
-        reported = REPORTED_PRETRAIN_RESULTS.get(k)
-        title = f"IBQ Pretrain tokenizer ({k} codes)"
-        description = (
-            f'The general-domain ("Pretrain") IBQ visual tokenizer with a {k}-entry codebook, trained on about '
-            "200 M web images (CapFusion, LAION-COCO, CC12M, CC3M, LAION-HD, LAION-Aesthetic, JourneyDB): 256×256 "
-            f"images ↔ 16×16 code indices. Converted from the official checkpoint ({weights} weights)."
-        )
-        if reported is not None:
-            metrics = "Reported by the IBQ authors at 256×256 (COCO and ImageNet val):\n\n" + metrics_table(
+    reported = None
+    if protocol == "pretrain":
+        numbers = REPORTED_PRETRAIN_RESULTS.get(k)
+        if numbers is not None:
+            reported = ReportedResults(
+                "Reported by the IBQ authors at 256×256 (COCO and ImageNet val)",
                 ["codebook", "data", "rFID", "PSNR", "SSIM"],
-                [[k, data, *reported[data]] for data in ("COCO", "ImageNet")],
+                [[k, data, *numbers[data]] for data in ("COCO", "ImageNet")],
             )
     else:
-        reported = REPORTED_TOKENIZER_RESULTS.get(k)
-        title = f"IBQ tokenizer ({k} codes)"
-        description = (
-            f"The IBQ visual tokenizer with a {k}-entry codebook: 256×256 images ↔ 16×16 code indices. "
-            f"Converted from the official checkpoint ({weights} weights)."
-        )
-        if reported is not None:
-            metrics = (
-                "Reported by the IBQ authors on ImageNet 256×256 val (50k images, EMA weights):\n\n"
-                + metrics_table(
-                    ["codebook", "rFID", "LPIPS", "codebook usage"],
-                    [[k, reported["rFID"], reported["LPIPS"], reported["usage"]]],
-                )
+        numbers = REPORTED_TOKENIZER_RESULTS.get(k)
+        if numbers is not None:
+            reported = ReportedResults(
+                "Reported by the IBQ authors on ImageNet 256×256 val (50k images, EMA weights)",
+                ["codebook", "rFID", "LPIPS", "codebook usage"],
+                [[k, numbers["rFID"], numbers["LPIPS"], numbers["usage"]]],
             )
-    write_model_card(
-        output_dir,
-        title=title,
-        description=f"{description}\n\n{preprocessing}",
-        source=f"`{source}`"
-        + (f" from [{reported['repo']}](https://huggingface.co/{reported['repo']})" if reported else ""),
-        base_model=reported["repo"] if reported else None,
-        metrics=metrics,
-        library_name="diffusers",
-        tags=["image-tokenizer", "vector-quantization", "vq-model"],
-        pipeline_tag=None,
-        extra_card_data={"preprocessing_protocol": protocol},
-        usage=(
-            "import torch\n"
-            "from ibq_hf import IBQVQModel\n\n"
-            'tokenizer = IBQVQModel.from_pretrained("path/or/repo-id").eval()\n'
-            "images = torch.rand(1, 3, 256, 256) * 2 - 1  # RGB in [-1, 1]\n"
-            "indices = tokenizer.tokenize(images)          # [1, 16, 16] code indices\n"
-            "reconstruction = tokenizer.decode_indices(indices).clamp(-1, 1)"
-            if not pretrain
-            else "import PIL.Image\n"
-            "from ibq_hf import IBQVQModel\n"
-            "from ibq_hf.image_processing import images_to_tensor\n\n"
-            'tokenizer = IBQVQModel.from_pretrained("path/or/repo-id").eval()\n'
-            "# Resize + CenterCrop, PIL bilinear antialiased, [-1, 1]: the pixels this tokenizer saw\n"
-            f'images = images_to_tensor([PIL.Image.open("photo.jpg")], {resolution}, protocol="pretrain")\n'
-            "indices = tokenizer.tokenize(images)          # [1, 16, 16] code indices\n"
-            "reconstruction = tokenizer.decode_indices(indices).clamp(-1, 1)"
-        ),
-    )
+    card = {
+        "name": name,
+        "source_file": source,
+        "base_model": numbers["repo"] if numbers else None,
+        "ema_weights": used_ema,
+        "protocol": protocol,
+        "protocol_description": PROTOCOL_DESCRIPTIONS[protocol].format(R=model.config.resolution),
+        "reported": reported,
+    }
+    model.save_pretrained(output_dir, safe_serialization=True, model_card=card)

@@ -1,15 +1,20 @@
-"""One pass of the FID Inception over image batches feeding every metric that needs its outputs."""
+"""One pass of the FID Inception over image batches feeding every metric that needs its outputs.
+
+`InceptionFeatureAccumulator` is the accumulator behind FID, Inception Score and precision/recall — in the
+runners (`ibq_hf.evaluation.runners`) and in the shipped `evaluate` modules alike — and merges across processes;
+`fid_from_accumulators` is the one FID of two of them.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from .fid import FeatureStatistics
+from .fid import FeatureStatistics, frechet_distance
 from .inception import FIDInceptionV3
 from .inception_score import InceptionScore
 
-__all__ = ["InceptionFeatureAccumulator", "images_to_unit_float"]
+__all__ = ["InceptionFeatureAccumulator", "fid_from_accumulators", "images_to_unit_float"]
 
 
 def images_to_unit_float(images: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -38,7 +43,8 @@ class InceptionFeatureAccumulator:
     """Running FID statistics, plus (optionally) the features for precision/recall and softmax rows for IS.
 
     ``update(images)`` takes uint8 or [0, 1] float batches (see `images_to_unit_float`); images are dropped
-    after their features are computed.
+    after their features are computed. ``merge(other)`` folds in an accumulator of the same kind (e.g. gathered
+    from another process): statistics exactly, kept features and softmax rows appended after this one's.
     """
 
     def __init__(
@@ -68,6 +74,19 @@ class InceptionFeatureAccumulator:
             if self.inception_score is not None and out.logits is not None:
                 self.inception_score.update(out.logits)
 
+    def merge(self, other: InceptionFeatureAccumulator) -> None:
+        """Fold in ``other`` (same options); its kept features / IS rows come after this accumulator's."""
+        if other.keep_features != self.keep_features or (other.inception_score is None) != (
+            self.inception_score is None
+        ):
+            raise ValueError(
+                "Cannot merge InceptionFeatureAccumulators built with different keep_features / inception_score."
+            )
+        self.stats.merge(other.stats)
+        self._features.extend(other._features)
+        if self.inception_score is not None and other.inception_score is not None:
+            self.inception_score.merge(other.inception_score)
+
     @property
     def count(self) -> int:
         return self.stats.count
@@ -78,3 +97,15 @@ class InceptionFeatureAccumulator:
         if not self.keep_features:
             raise ValueError("Features were not kept; build the accumulator with keep_features=True.")
         return np.concatenate(self._features) if self._features else np.zeros((0, self.stats.dim), np.float32)
+
+
+def fid_from_accumulators(
+    predictions: InceptionFeatureAccumulator, references: InceptionFeatureAccumulator
+) -> float:
+    """FID of the predictions' (generated / reconstructed images) statistics against the references' (real)."""
+    if predictions.count < 2 or references.count < 2:
+        raise ValueError(
+            f"FID needs at least 2 predictions and 2 references, got {predictions.count} and {references.count}."
+        )
+    p, r = predictions.stats, references.stats
+    return frechet_distance(p.mean, p.covariance, r.mean, r.covariance)

@@ -1,10 +1,15 @@
-"""`evaluate.Metric` implementations behind the shipped modules (``evaluate.load(metric_path(name))``).
+"""`evaluate.Metric` wrappers behind the shipped modules (``evaluate.load(metric_path(name))``).
 
-Unlike stock `evaluate` metrics, these do not write predictions to an Arrow cache: ``add_batch`` turns each
-batch into running statistics right away (Inception features, PSNR/SSIM sums, code counts), so 50k images never
+Each is a thin wrapper over the library accumulator that the runners (`ibq_hf.evaluation.runners`) use — one
+implementation per metric: `InceptionFeatureAccumulator` + `fid_from_accumulators` (FID), its `InceptionScore`
+(IS), `precision_recall` on its kept features, `PSNRSSIM`, `LPIPSMeter`, `CodebookUsage`. The wrapper only turns
+``evaluate``'s inputs (PIL lists, arrays, tensors) into batches, feeds them to the accumulator and returns its
+result as a dict, so a module and the runners give the same numbers on the same images.
+
+Unlike stock `evaluate` metrics, these do not write predictions to an Arrow cache: ``add_batch`` folds each
+batch into the accumulator right away (Inception features, PSNR/SSIM sums, code counts), so 50k images never
 sit in memory or on disk. ``compute`` returns the result and resets the state. They are single-process; for
-several processes use the library accumulators (`FeatureStatistics.merge`, ...) as `ibq_hf.evaluation.runners`
-does.
+several processes use the accumulators themselves, which merge (``merge(other)``), as the runners do.
 """
 
 from __future__ import annotations
@@ -20,8 +25,7 @@ import torch
 from ..image_processing import to_rgb
 from ..models.quantizer import CodebookUsage
 from .errors import InceptionLogitsUnavailableError
-from .features import InceptionFeatureAccumulator
-from .fid import frechet_distance
+from .features import InceptionFeatureAccumulator, fid_from_accumulators
 from .image_metrics import PSNRSSIM
 from .inception import load_fid_inception
 from .lpips import LPIPSMeter, load_lpips
@@ -139,16 +143,7 @@ class FIDMetric(_InceptionMetric):
             self._ref.update(as_image_batch(references))
 
     def _result(self) -> dict[str, Any]:
-        if self._pred.count < 2 or self._ref.count < 2:
-            raise ValueError(
-                f"FID needs at least 2 predictions and 2 references, got {self._pred.count} and {self._ref.count}."
-            )
-        fid = frechet_distance(
-            self._pred.stats.mean,
-            self._pred.stats.covariance,
-            self._ref.stats.mean,
-            self._ref.stats.covariance,
-        )
+        fid = fid_from_accumulators(predictions=self._pred, references=self._ref)
         return {"fid": fid, "num_predictions": self._pred.count, "num_references": self._ref.count}
 
 

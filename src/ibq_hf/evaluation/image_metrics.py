@@ -14,6 +14,8 @@ import math
 import numpy as np
 import torch
 
+from ..image_processing import to_uint8
+
 __all__ = ["PSNRSSIM", "psnr_ssim", "psnr_uint8", "to_unit_range", "truncate_to_uint8"]
 
 
@@ -45,8 +47,9 @@ def to_unit_range(
 
 
 def truncate_to_uint8(unit: np.ndarray) -> np.ndarray:
-    """[0, 1] floats → uint8 by truncation of 255·x (the reference's ``astype(uint8)``)."""
-    return (np.clip(unit, 0.0, 1.0) * 255.0).astype(np.uint8)
+    """[0, 1] float array (any shape) → uint8 by truncation of 255·x (the reference's ``astype(uint8)``):
+    :func:`ibq_hf.image_processing.to_uint8` with ``rounding="truncate"``."""
+    return to_uint8(unit, "truncate")
 
 
 def psnr_uint8(reference: np.ndarray, reconstruction: np.ndarray) -> float:

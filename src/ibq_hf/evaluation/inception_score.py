@@ -36,6 +36,10 @@ class InceptionScore:
         """logits [B, 1008] from `FIDInceptionV3(..., with_logits=True)`."""
         self._parts.append(torch.softmax(logits.double(), dim=-1).float().cpu().numpy())
 
+    def merge(self, other: InceptionScore) -> None:
+        """Append ``other``'s rows after this one's (splits are contiguous, so the order of merges matters)."""
+        self._parts.extend(other._parts)
+
     @property
     def probabilities(self) -> np.ndarray:
         return np.concatenate(self._parts) if self._parts else np.zeros((0, 1008), np.float32)

@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..image_processing import to_uint8
+from ..models.generation_ar import resolve_generation_settings
 from ..models.quantizer import CodebookUsage
 from .errors import MetricUnavailableError
-from .features import InceptionFeatureAccumulator
-from .fid import frechet_distance
+from .features import InceptionFeatureAccumulator, fid_from_accumulators
 from .image_metrics import PSNRSSIM
 from .inception import FIDInceptionV3
 from .lpips import LPIPSMeter
@@ -103,9 +104,7 @@ def evaluate_tokenizer(
     counts = usage.compute()
     result: dict[str, Any] = {"num_images": count}
     if real is not None and fake is not None and count >= 2:
-        result["rfid"] = frechet_distance(
-            real.stats.mean, real.stats.covariance, fake.stats.mean, fake.stats.covariance
-        )
+        result["rfid"] = fid_from_accumulators(predictions=fake, references=real)
     else:
         result["rfid"] = None
         reasons.setdefault("rfid", "needs the FID Inception weights and at least 2 images")
@@ -156,20 +155,13 @@ def sample_order(seed: int, total: int, shuffle: bool = True) -> np.ndarray:
     return rng.permutation(total).astype(np.int64)
 
 
-def _to_uint8(images01: torch.Tensor, rounding: str) -> np.ndarray:
-    """[B, 3, H, W] in [0, 1] → uint8 [B, H, W, 3]; "round" (like PIL output) or "truncate" (the reference)."""
-    x = images01.float().clamp(0, 1).mul(255).permute(0, 2, 3, 1).cpu().numpy()
-    x = np.round(x) if rounding == "round" else np.floor(x)
-    return x.astype(np.uint8)
-
-
 @torch.no_grad()
 def _decode_one(pipe: Any, tokens: torch.Tensor, rounding: str = "round") -> np.ndarray:
     """Decode one image alone: batched convolutions round differently for different batch compositions, which
     would make an image depend (by one uint8 level, rarely) on which images share its batch."""
     vqvae = pipe.vqvae
     pixels = vqvae.decode_indices(tokens[None].to(next(vqvae.parameters()).device))
-    return _to_uint8((pixels.float().clamp(-1, 1) + 1) / 2, rounding)
+    return to_uint8((pixels.float().clamp(-1, 1) + 1) / 2, rounding)
 
 
 def sample_for_fid(
@@ -213,6 +205,14 @@ def sample_for_fid(
     output = os.fspath(output)
     if not output.endswith(".npz"):
         raise ValueError(f"output must be an .npz path, got {output!r}.")
+    # The settings every image is sampled with (checked before any work), recorded next to the file.
+    sampling = resolve_generation_settings(
+        pipe.transformer.generation_config,
+        guidance_scale=guidance_scale,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+    )
     rank = accelerator.process_index if accelerator is not None else 0
     world = accelerator.num_processes if accelerator is not None else 1
     total = len(classes) * images_per_class
@@ -262,7 +262,6 @@ def sample_for_fid(
     del shards
     for r in range(min(world, total)):
         os.remove(f"{output}.rank{r}-of-{world}.npy")
-    config = pipe.transformer.generation_config
     settings = {
         "output": output,
         "num_images": total,
@@ -274,12 +273,7 @@ def sample_for_fid(
         "order": "shuffled: position p holds image sample_order(seed, num_images)[p]"
         if shuffle
         else "class order: position p holds image p",
-        "guidance_scale": guidance_scale
-        if guidance_scale is not None
-        else getattr(config, "guidance_scale", None),
-        "temperature": temperature if temperature is not None else getattr(config, "temperature", None),
-        "top_k": top_k if top_k is not None else getattr(config, "top_k", None),
-        "top_p": top_p if top_p is not None else getattr(config, "top_p", None),
+        **{name: sampling[name] for name in ("guidance_scale", "temperature", "top_k", "top_p")},
         "rounding": rounding,
         "num_processes": world,
         "seconds": round(time.perf_counter() - start, 2),
@@ -348,9 +342,7 @@ def evaluate_generation(
                 f"The {name} gave {acc.count} images; FID needs at least 2 (in practice thousands)."
             )
     result: dict[str, Any] = {"num_samples": sample_acc.count, "num_reference": ref_acc.count}
-    result["fid"] = frechet_distance(
-        sample_acc.stats.mean, sample_acc.stats.covariance, ref_acc.stats.mean, ref_acc.stats.covariance
-    )
+    result["fid"] = fid_from_accumulators(predictions=sample_acc, references=ref_acc)
     unavailable: dict[str, str] = {}
     if sample_acc.inception_score is not None:
         result.update(sample_acc.inception_score.compute())

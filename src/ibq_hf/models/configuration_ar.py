@@ -3,13 +3,15 @@
 The AR model is SEED-Voken's LlamaGen-style decoder with VAR-style adaLN (reference §4). Field names follow
 transformers conventions (``hidden_size``, ``num_hidden_layers``, ...) so the transformers ``Cache`` classes and
 tooling understand the config; :data:`ORIGINAL_CONFIG_KEYS` says which original ``GPT(...)`` argument each one
-comes from.
+comes from, and :func:`config_from_original` (used by the converter) builds a config through it. :func:`preset_name`
+is the one test of "is this a released size".
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from huggingface_hub.dataclasses import strict
@@ -36,8 +38,9 @@ IBQ_AR_RECOMMENDED_SAMPLING: dict[str, dict[str, float]] = {
     "XXL": {"temperature": 1.20, "guidance_scale": 2.85},
 }
 
-# HF field <- original `src/IBQ/modules/transformer/llama.py::GPT` argument (`grid_size` comes from
-# `block_size` = grid², `intermediate_size` is derived from `multiple_of` / `ffn_dim_multiplier` as in the original).
+#: HF field <- original ``src/IBQ/modules/transformer/llama.py::GPT`` argument: the one table the converter reads
+#: (:func:`config_from_original`). ``grid_size`` comes from ``block_size`` = grid², ``intermediate_size`` is derived
+#: from ``multiple_of`` / ``ffn_dim_multiplier`` as in the original.
 ORIGINAL_CONFIG_KEYS: dict[str, str] = {
     "vocab_size": "vocab_size",
     "num_classes": "class_num",
@@ -271,23 +274,48 @@ class IBQARConfig(PreTrainedConfig):
         return cls(**{**IBQ_AR_PRESETS[key], **overrides})
 
 
-def preset_name(config: IBQARConfig) -> str | None:
-    """Name of the released size whose architecture ``config`` has (shapes only), else ``None``."""
-    for name, fields in IBQ_AR_PRESETS.items():
-        reference = IBQARConfig(**fields)
-        same = all(
-            getattr(config, key) == getattr(reference, key)
-            for key in (
-                "vocab_size",
-                "num_classes",
-                "hidden_size",
-                "num_hidden_layers",
-                "num_attention_heads",
-            )
-        )
-        if same and config.intermediate_size == reference.intermediate_size and config.grid_size == 16:
+#: The fields that make a config one of the released sizes (what the weights and ``config.json`` hold).
+PRESET_FIELDS: tuple[str, ...] = (
+    "vocab_size",
+    "num_classes",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "grid_size",
+)
+
+
+def preset_name(config: Any, fields: Iterable[str] = PRESET_FIELDS) -> str | None:
+    """Name of the released size ("B", "L", "XL", "XXL") whose ``fields`` all equal ``config``'s, else ``None``.
+
+    ``config`` is an :class:`IBQARConfig`, any object with those attributes, or a mapping of field values. Callers
+    that see less compare fewer fields: the converter what weight shapes show (no head count, no grid), the
+    training schedule only width, depth and heads (a size's recipe on another dataset).
+    """
+    fields = tuple(fields)
+
+    def value(name: str) -> Any:
+        return config.get(name) if isinstance(config, Mapping) else getattr(config, name, None)
+
+    for name in IBQ_AR_PRESETS:
+        reference = IBQARConfig.from_preset(name)
+        if all(value(field) == getattr(reference, field) for field in fields):
             return name
     return None
+
+
+def config_from_original(params: Mapping[str, Any]) -> IBQARConfig:
+    """An :class:`IBQARConfig` from original ``GPT(...)`` arguments, through :data:`ORIGINAL_CONFIG_KEYS`.
+
+    Values are used as given (``block_size`` must be a square); the strict converter
+    (:func:`ibq_hf.conversion.ar.ar_config_from_original_params`) fills the original's defaults, checks types and
+    refuses unsupported settings first.
+    """
+    fields = {field: params[key] for field, key in ORIGINAL_CONFIG_KEYS.items() if key in params}
+    if "block_size" in params:
+        fields["grid_size"] = math.isqrt(int(params["block_size"]))
+    return IBQARConfig(**fields)
 
 
 def recommended_generation_config(name: str) -> GenerationConfig:

@@ -6,19 +6,14 @@ token, position ``p >= 1`` holds image token ``p - 1`` (raster order on a ``grid
 logits at position ``p`` predict image token ``p``. Submodule and parameter names are the original ones, so a
 converted state dict is the original ``transformer.*`` one with the prefix stripped.
 
-Generation (:meth:`IBQARForImageGeneration.generate`) runs its own loop on top of transformers ``Cache`` objects:
-classifier-free guidance on a doubled batch (the unconditional rows use the null class as prefix token *and* as
-adaLN condition), temperature / top-k / top-p, and one uniform draw per sample and step from that sample's own
-``torch.Generator``, so a seed gives the same image whatever else is in the batch.
+This module is the network; ``generate()`` (the sampling loop: classifier-free guidance, logits processors,
+per-sample generators, caches) comes from :class:`~ibq_hf.models.generation_ar.IBQARGenerationMixin`.
 """
 
 from __future__ import annotations
 
-import math
-import numbers
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -29,7 +24,6 @@ from transformers import (
     AutoModel,
     AutoModelForCausalLM,
     GenerationConfig,
-    GenerationMixin,
     PreTrainedModel,
 )
 from transformers import initialization as init
@@ -38,21 +32,19 @@ from transformers.generation.configuration_utils import CompileConfig
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils.deprecation import deprecate_kwarg
 
 from ..errors import CheckpointKeyError
+from ..hub_utils import IBQARHubMixin
 from .configuration_ar import IBQARConfig
+from .generation_ar import IBQARGenerationMixin
 from .loading import quiet_small_load, resolve_pretrained
 
 __all__ = [
     "IBQARForImageGeneration",
     "apply_rotary_emb_2d",
-    "filter_top_k_top_p",
     "rope_2d_cos_sin",
 ]
-
-GUIDANCE_SCHEDULES = ("constant", "linear")
-CACHE_IMPLEMENTATIONS = ("dynamic", "static")
-
 
 # --------------------------------------------------------------------------------------------------------------
 # 2-D rotary embedding (interleaved pairs, class slot zeroed)
@@ -184,8 +176,14 @@ class IBQARAttention(nn.Module):
         sin: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         cache: Cache | None = None,
-    ) -> torch.Tensor:
-        """hidden_states [B, L, C] → [B, L, C]; new keys/values are appended to ``cache`` when given."""
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """hidden_states [B, L, C] → output [B, L, C] and attention probabilities [B, H, L, K] or ``None``.
+
+        New keys/values are appended to ``cache`` when given. The probabilities exist only with the eager
+        implementation; ``output_attentions=True`` runs this call eagerly whatever the configured implementation
+        (``attention_mask`` must then be the additive one, see ``IBQARForImageGeneration._attention_mask``).
+        """
         batch, length, _ = hidden_states.shape
         qkv = self.wqkv(hidden_states).view(batch, length, 3, self.num_heads, self.head_dim)
         query, key, value = (t.transpose(1, 2) for t in qkv.unbind(2))
@@ -193,10 +191,9 @@ class IBQARAttention(nn.Module):
         key = apply_rotary_emb_2d(key, cos, sin)
         if cache is not None:
             key, value = cache.update(key, value, self.layer_idx)
-        attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention
-        )
-        output, _ = attention(
+        implementation = "eager" if output_attentions else self.config._attn_implementation
+        attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention)
+        output, weights = attention(
             self,
             query,
             key,
@@ -205,7 +202,8 @@ class IBQARAttention(nn.Module):
             dropout=self.attention_dropout if self.training else 0.0,
             scaling=self.scaling,
         )
-        return self.resid_dropout(self.wo(output.reshape(batch, length, self.hidden_size)))
+        output = self.resid_dropout(self.wo(output.reshape(batch, length, self.hidden_size)))
+        return output, weights
 
 
 class IBQARFeedForward(nn.Module):
@@ -255,14 +253,17 @@ class IBQARBlock(GradientCheckpointingLayer):
         attention_mask: torch.Tensor | None = None,
         cache: Cache | None = None,
         modulation: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """hidden_states [B, L, C], cond [B, C] → [B, L, C]. ``modulation`` may be precomputed (generation)."""
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """hidden_states [B, L, C], cond [B, C] → [B, L, C] and the attention probabilities (``None`` unless
+        ``output_attentions``). ``modulation`` may be precomputed (generation)."""
         if modulation is None:
             modulation = self.modulation(cond)
         gamma1, gamma2, scale1, scale2, shift1, shift2 = modulation.unbind(2)
         attn_in = self.attention_norm(hidden_states) * (1 + scale1) + shift1
-        h = hidden_states + self.attention(attn_in, cos, sin, attention_mask, cache) * gamma1
-        return h + self.feed_forward(self.ffn_norm(h) * (1 + scale2) + shift2) * gamma2
+        attn_out, weights = self.attention(attn_in, cos, sin, attention_mask, cache, output_attentions)
+        h = hidden_states + attn_out * gamma1
+        return h + self.feed_forward(self.ffn_norm(h) * (1 + scale2) + shift2) * gamma2, weights
 
 
 class IBQARAdaLNBeforeHead(nn.Module):
@@ -291,111 +292,11 @@ class IBQARAdaLNBeforeHead(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Sampling helpers
-# --------------------------------------------------------------------------------------------------------------
-
-
-def filter_top_k_top_p(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
-    """Set logits outside the top-k / nucleus to -inf (HF semantics, as the reference); logits [B, V].
-
-    Top-k keeps every logit >= the k-th largest (ties kept). Top-p keeps the smallest prefix of the sorted
-    distribution whose mass reaches ``top_p``, including the token that crosses it; at least one token stays.
-    """
-    if top_k > 0:
-        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, sorted_idx = torch.sort(logits, descending=True, dim=-1)
-        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
-        remove_sorted = cumulative > top_p
-        remove_sorted[..., 1:] = remove_sorted[..., :-1].clone()
-        remove_sorted[..., 0] = False
-        remove = remove_sorted.scatter(-1, sorted_idx, remove_sorted)
-        logits = logits.masked_fill(remove, float("-inf"))
-    return logits
-
-
-def _sample_from_probs(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-    """Categorical draw by inverse CDF: probs [B, V], uniforms [B] in [0, 1) → ids [B].
-
-    One uniform per sample keeps each row's randomness in its own generator; a zero-probability id is never
-    returned (its CDF step is empty).
-    """
-    cdf = probs.cumsum(dim=-1)
-    target = uniforms[:, None].to(cdf.dtype) * cdf[:, -1:]
-    ids = torch.searchsorted(cdf, target, right=True)
-    return ids.clamp_(max=probs.shape[-1] - 1)[:, 0]
-
-
-def _finite_number(name: str, value: Any) -> float:
-    """``float(value)``, refusing NaN and ±inf: ``guidance_scale=nan`` would silently switch guidance off (every
-    comparison with NaN is False) and ``inf`` or ``temperature=nan`` would turn every sample into one token."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__}).") from None
-    if not math.isfinite(number):
-        raise ValueError(
-            f"{name} must be a finite number, got {number}; NaN or infinite sampling settings produce "
-            "meaningless tokens. Pass a finite value (or leave it unset for the model's default)."
-        )
-    return number
-
-
-def _whole_number(name: str, value: Any) -> int:
-    """``int(value)`` for counts (``top_k``, ``guidance_cutoff``): ``top_k=1.5`` used to be truncated to 1 silently
-    and ``True`` to read as 1; integral floats from configs (``2.0``) are accepted."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a whole number, got {value!r} ({type(value).__name__}).")
-    number = _finite_number(name, value)
-    if not number.is_integer():
-        raise ValueError(f"{name} must be a whole number, got {value!r}; it counts tokens.")
-    return int(number)
-
-
-def _check_generator(generator: Any, batch: int) -> list[torch.Generator]:
-    """A list with one ``torch.Generator`` per sample; anything else (``generator=5``, a seed) is a clear error."""
-    if not isinstance(generator, (list, tuple)) or not all(isinstance(g, torch.Generator) for g in generator):
-        raise ValueError(
-            f"generator must be a torch.Generator or a list with one per sample, got {generator!r} "
-            f"({type(generator).__name__}). For a seed, pass torch.Generator().manual_seed(seed); for a seed per "
-            "sample, [torch.Generator().manual_seed(s) for s in seeds]."
-        )
-    if len(generator) != batch:
-        raise ValueError(
-            f"generator must be one torch.Generator or a list with one per sample; got {len(generator)} "
-            f"entries for {batch} class labels."
-        )
-    return list(generator)
-
-
-@dataclass(frozen=True)
-class _GenerationSettings:
-    guidance_scale: float
-    guidance_schedule: str
-    guidance_cutoff: int | None
-    do_sample: bool
-    temperature: float
-    top_k: int
-    top_p: float
-    cache_implementation: str
-    compile_config: CompileConfig | None
-
-    def scale_at(self, step: int, num_steps: int) -> float:
-        """Guidance scale for image token ``step`` (0-based) of ``num_steps``; 1.0 means "conditional only"."""
-        if self.guidance_cutoff is not None and step >= self.guidance_cutoff:
-            return 1.0
-        if self.guidance_schedule == "linear":
-            return 1.0 + (self.guidance_scale - 1.0) * (step + 1) / num_steps
-        return self.guidance_scale
-
-
-# --------------------------------------------------------------------------------------------------------------
 # The model
 # --------------------------------------------------------------------------------------------------------------
 
 
-class IBQARForImageGeneration(PreTrainedModel, GenerationMixin):
+class IBQARForImageGeneration(IBQARHubMixin, PreTrainedModel, IBQARGenerationMixin):
     """IBQ class-conditional AR model over image-token ids.
 
     ``forward(input_ids [B, T], class_labels [B])`` returns logits [B, T + 1, V] (position 0 is the class token and
@@ -511,8 +412,13 @@ class IBQARForImageGeneration(PreTrainedModel, GenerationMixin):
     def get_output_embeddings(self) -> nn.Linear:
         return self.head
 
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        """Replace the output head (``resize_token_embeddings`` resizes ``tok_emb`` and ``head`` together)."""
+        self.head = new_embeddings
+
     # ---- forward ------------------------------------------------------------------------------------------
 
+    @deprecate_kwarg("past_key_values", version="5.40.0", new_name="cache", raise_if_both_names=True)
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -521,9 +427,13 @@ class IBQARForImageGeneration(PreTrainedModel, GenerationMixin):
         cache: Cache | None = None,
         use_cache: bool | None = None,
         cache_position: torch.LongTensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> CausalLMOutputWithPast | tuple[Any, ...]:
         """Logits for image tokens, optionally continuing a KV cache.
+
+        ``past_key_values=`` is accepted as a deprecated alias of ``cache=`` (as in transformers 5.24's own models).
 
         Args:
             input_ids: image-token ids [B, T] (T may be 0). Without a cache (or with an empty one) the class token
@@ -537,10 +447,23 @@ class IBQARForImageGeneration(PreTrainedModel, GenerationMixin):
             use_cache: create a ``DynamicCache`` when no cache is given.
             cache_position: sequence positions [T_out] of this call's outputs (0 = class token). Computed from
                 the cache when omitted; pass it to avoid reading a static cache's length on the host.
+            output_attentions: also return each block's attention probabilities [B, H, T_out, K] (default
+                ``config.output_attentions``). Only the eager implementation computes them: with SDPA this call
+                runs eager attention (same outputs up to rounding), the model stays on SDPA.
+            output_hidden_states: also return the hidden states [B, T_out, C], ``num_hidden_layers + 1`` of them
+                (default ``config.output_hidden_states``): the embedded sequence, then each block's output, the
+                last one after the adaLN head norm (what the head reads, as in transformers' decoders).
+            return_dict: return a ``ModelOutput`` (default ``config.return_dict``) or a tuple of its non-``None``
+                fields.
 
         Returns:
-            ``CausalLMOutputWithPast`` with ``logits`` [B, T_out, V], ``loss`` and ``cache``.
+            ``CausalLMOutputWithPast`` with ``logits`` [B, T_out, V], ``loss``, ``cache``, ``hidden_states`` and
+            ``attentions``.
         """
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
         labels_b = self._as_class_labels(class_labels, allow_null=True)
         batch = labels_b.shape[0]
         if input_ids is None:
@@ -580,12 +503,21 @@ class IBQARForImageGeneration(PreTrainedModel, GenerationMixin):
         if prepend:
             hidden = torch.cat([cond[:, None, :].to(hidden.dtype), hidden], dim=1)
         hidden = self.token_drop(hidden)
-        logits = self._transformer(hidden, cond, cache_position, cache)
+        logits, hidden_states, attentions = self._transformer_outputs(
+            hidden,
+            cond,
+            cache_position,
+            cache,
+            output_hidden_states=bool(output_hidden_states),
+            output_attentions=bool(output_attentions),
+        )
 
         loss = None
         if labels is not None:
             loss = self._loss(logits, labels)
-        output = CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache)
+        output = CausalLMOutputWithPast(
+            loss=loss, logits=logits, cache=cache, hidden_states=hidden_states, attentions=attentions
+        )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         return output if return_dict else output.to_tuple()
 
@@ -598,25 +530,68 @@ class IBQARForImageGeneration(PreTrainedModel, GenerationMixin):
         modulations: tuple[Sequence[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Blocks + adaLN head: embedded sequence [B, L, C] at ``positions`` [L] → logits [B, L, V]."""
+        return self._transformer_outputs(hidden, cond, positions, cache, modulations)[0]
+
+    def _transformer_outputs(
+        self,
+        hidden: torch.Tensor,
+        cond: torch.Tensor,
+        positions: torch.Tensor,
+        cache: Cache | None,
+        modulations: tuple[Sequence[torch.Tensor], torch.Tensor] | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
+        """:meth:`_transformer` that also returns the hidden states (the block input, each block's output, the
+        last one head-normed) and the attention probabilities per block when asked, else ``None`` for them."""
         cos, sin = rope_2d_cos_sin(
             positions, self.config.grid_size, self.config.head_dim, self.config.rope_base
         )
-        mask = self._attention_mask(positions, cache, hidden.dtype)
+        implementation = "eager" if output_attentions else self.config._attn_implementation
+        mask = self._attention_mask(positions, cache, hidden.dtype, implementation)
+        all_hidden = [hidden] if output_hidden_states else None
+        all_attentions = [] if output_attentions else None
         for i, block in enumerate(self.blocks):
             block_mod = None if modulations is None else modulations[0][i]
-            hidden = block(hidden, cond, cos, sin, attention_mask=mask, cache=cache, modulation=block_mod)
+            hidden, weights = block(
+                hidden,
+                cond,
+                cos,
+                sin,
+                attention_mask=mask,
+                cache=cache,
+                modulation=block_mod,
+                output_attentions=output_attentions,
+            )
+            if all_hidden is not None:
+                all_hidden.append(hidden)
+            if all_attentions is not None:
+                all_attentions.append(weights)
         head_mod = None if modulations is None else modulations[1]
-        return self.head(self.head_nm(hidden, cond, modulation=head_mod))
+        hidden = self.head_nm(hidden, cond, modulation=head_mod)
+        if all_hidden is not None:
+            all_hidden[-1] = hidden
+        logits = self.head(hidden)
+        return (
+            logits,
+            None if all_hidden is None else tuple(all_hidden),
+            None if all_attentions is None else tuple(all_attentions),
+        )
 
     def _attention_mask(
-        self, positions: torch.Tensor, cache: Cache | None, dtype: torch.dtype
+        self,
+        positions: torch.Tensor,
+        cache: Cache | None,
+        dtype: torch.dtype,
+        implementation: str | None = None,
     ) -> torch.Tensor | None:
         """Mask [1, 1, L, K] letting query position p see key slots 0..p (bool for SDPA, additive otherwise).
 
         Without a cache SDPA uses its causal kernel (``None``). With a cache, slot j of the key tensor holds
         sequence position j (dynamic: K = past + L; static: K = max_cache_len, unwritten slots masked).
+        ``implementation`` defaults to the configured attention implementation.
         """
-        sdpa = self.config._attn_implementation == "sdpa"
+        sdpa = (implementation or self.config._attn_implementation) == "sdpa"
         if cache is None:
             if sdpa:
                 return None
@@ -643,12 +618,21 @@ class IBQARForImageGeneration(PreTrainedModel, GenerationMixin):
 
     # ---- input checks ---------------------------------------------------------------------------------------
 
+    def _input_device(self, given: Any) -> torch.device:
+        """Device for the class labels: the class embedding's. Under accelerate's disk offload its weight is on
+        ``meta`` (as is ``self.device``) and the offload hooks move inputs to the execution device, so a tensor then
+        stays where it is and a list goes to the CPU."""
+        device = self.class_emb.embedding_table.weight.device
+        if device.type != "meta":
+            return device
+        return given.device if isinstance(given, torch.Tensor) else torch.device("cpu")
+
     def _as_class_labels(self, class_labels: Any, allow_null: bool) -> torch.Tensor:
         if class_labels is None:
             raise ValueError(
                 "class_labels is required: pass one ImageNet-style class id per sample, shape [B]."
             )
-        labels = torch.as_tensor(class_labels, device=self.device)
+        labels = torch.as_tensor(class_labels, device=self._input_device(class_labels))
         if labels.ndim == 0:
             labels = labels[None]
         if labels.ndim == 2 and labels.shape[1] == 1:
@@ -693,281 +677,6 @@ class IBQARForImageGeneration(PreTrainedModel, GenerationMixin):
                 raise ValueError(
                     f"input_ids must lie in [0, {self.config.vocab_size}) (the tokenizer's codebook); got values "
                     f"from {low} to {high}. Check that the tokenizer and the AR model use the same codebook size."
-                )
-
-    # ---- generation -----------------------------------------------------------------------------------------
-
-    @torch.no_grad()
-    def generate(
-        self,
-        class_labels: torch.LongTensor | Sequence[int] | int,
-        guidance_scale: float | None = None,
-        do_sample: bool | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        generator: torch.Generator | Sequence[torch.Generator] | None = None,
-        *,
-        guidance_schedule: str | None = None,
-        guidance_cutoff: int | None = None,
-        cache_implementation: str | None = None,
-        compile_config: CompileConfig | None = None,
-        generation_config: GenerationConfig | None = None,
-        step_callback: Callable[[int, torch.LongTensor], None] | None = None,
-        **kwargs: Any,
-    ) -> torch.LongTensor:
-        """Sample image-token ids [B, grid_size²] for ``class_labels`` [B].
-
-        Unset arguments come from ``generation_config`` (default: ``self.generation_config``, which the converter
-        fills with the paper's per-size temperature and guidance), then from the built-in defaults below.
-
-        Args:
-            class_labels: class ids in [0, num_classes), shape [B] (an int or a list also works).
-            guidance_scale: classifier-free guidance scale s (default 1.0 = off). For s > 1 the batch is doubled:
-                the unconditional rows use the null class as prefix token and as adaLN condition, and the logits
-                are ``u + s·(c − u)``. Values below 1 are rejected.
-            do_sample: sample (default) or take the arg-max.
-            temperature: divides the guided logits before filtering (default 1.0).
-            top_k: keep the k most likely ids (0 = off, the default).
-            top_p: nucleus mass (1.0 = off, the default).
-            generator: one ``torch.Generator`` for the batch, or a list with one per sample; with a list, a sample's
-                ids depend only on its class, its generator's seed and the settings, not on the rest of the batch.
-            guidance_schedule: "constant" (default, as the paper) or "linear": image token n (0-based) of N uses
-                ``1 + (s − 1)·(n + 1)/N``.
-            guidance_cutoff: apply guidance to the first N image tokens only (afterwards conditional logits; with
-                the dynamic cache the unconditional rows are dropped).
-            cache_implementation: "dynamic" (default) or "static" (preallocated, reused between calls,
-                compilable).
-            compile_config: ``transformers.CompileConfig``: compile the decode step with ``torch.compile``
-                (requires the static cache). The first call pays the compilation.
-            generation_config: a ``GenerationConfig`` to read defaults from instead of ``self.generation_config``.
-            step_callback: called as ``step_callback(step, tokens)`` after each sampled image token, with
-                ``tokens`` [B, step + 1] the ids so far (a view: copy it to keep it). For progress bars and
-                previews; it runs outside the compiled decode step and owns no shared state, so concurrent calls
-                do not see each other's steps.
-
-        Returns:
-            LongTensor [B, grid_size²] of image-token ids in raster order.
-        """
-        if kwargs:
-            raise ValueError(
-                f"Unknown generate() arguments: {sorted(kwargs)}. Supported: class_labels, guidance_scale, "
-                "do_sample, temperature, top_k, top_p, generator, guidance_schedule, guidance_cutoff, "
-                "cache_implementation, compile_config, generation_config, step_callback."
-            )
-        settings = self._generation_settings(
-            generation_config,
-            guidance_scale=guidance_scale,
-            guidance_schedule=guidance_schedule,
-            guidance_cutoff=guidance_cutoff,
-            do_sample=do_sample,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            cache_implementation=cache_implementation,
-            compile_config=compile_config,
-        )
-        labels = self._as_class_labels(class_labels, allow_null=False)
-        batch = labels.shape[0]
-        if generator is not None and not isinstance(generator, torch.Generator):
-            _check_generator(generator, batch)  # also when greedy decoding ignores it
-        num_steps = self.config.num_image_tokens
-        uniforms = self._draw_uniforms(generator, batch, num_steps) if settings.do_sample else None
-
-        was_training = self.training
-        self.eval()
-        try:
-            return self._generate_tokens(labels, settings, uniforms, step_callback)
-        finally:
-            self.train(was_training)
-
-    def _generate_tokens(
-        self,
-        labels: torch.Tensor,
-        settings: _GenerationSettings,
-        uniforms: torch.Tensor | None,
-        step_callback: Callable[[int, torch.LongTensor], None] | None = None,
-    ) -> torch.Tensor:
-        batch = labels.shape[0]
-        num_steps = self.config.num_image_tokens
-        if settings.guidance_scale > 1.0 and settings.guidance_cutoff != 0:
-            labels = torch.cat([labels, torch.full_like(labels, self.config.null_class_id)])
-        rows = labels.shape[0]
-
-        # The last sampled token is never fed back: the cache holds the class token + num_steps - 1 image tokens.
-        cache = self._new_cache(settings.cache_implementation, rows, num_steps)
-        decode = self._decode_step
-        if settings.compile_config is not None:
-            decode = self._compiled_decode(settings.compile_config)
-
-        cond = self.class_emb(labels)
-        modulations = ([block.modulation(cond) for block in self.blocks], self.head_nm.modulation(cond))
-        prefill_positions = torch.zeros(1, dtype=torch.long, device=labels.device)
-        logits = self._transformer(cond[:, None, :], cond, prefill_positions, cache, modulations)[:, -1]
-
-        tokens = torch.empty(batch, num_steps, dtype=torch.long, device=labels.device)
-        position = torch.zeros(1, dtype=torch.long, device=labels.device)
-        for step in range(num_steps):
-            logits = logits.float()
-            if cond.shape[0] == 2 * batch:
-                cond_logits, uncond_logits = logits[:batch], logits[batch:]
-                scale = settings.scale_at(step, num_steps)
-                logits = (
-                    cond_logits if scale == 1.0 else uncond_logits + scale * (cond_logits - uncond_logits)
-                )
-            next_ids = self._next_ids(logits, settings, None if uniforms is None else uniforms[:, step])
-            tokens[:, step] = next_ids
-            if step_callback is not None:
-                step_callback(step, tokens[:, : step + 1])
-            if step == num_steps - 1:
-                break
-            cutoff = settings.guidance_cutoff
-            guidance_over = cutoff is not None and step + 1 >= cutoff
-            if guidance_over and cond.shape[0] == 2 * batch and isinstance(cache, DynamicCache):
-                # Keep only the conditional rows to halve the remaining work (a static cache keeps its shape).
-                cache.batch_select_indices(torch.arange(batch, device=labels.device))
-                cond = cond[:batch]
-                modulations = ([m[:batch] for m in modulations[0]], modulations[1][:batch])
-            feed = torch.cat([next_ids, next_ids]) if cond.shape[0] == 2 * batch else next_ids
-            position.add_(1)
-            if settings.compile_config is not None:
-                # CUDA-graph replays (mode="reduce-overhead") reuse output buffers: mark a new step explicitly.
-                torch.compiler.cudagraph_mark_step_begin()
-            logits = decode(feed[:, None], cond, position, cache, modulations)
-        return tokens
-
-    def _decode_step(
-        self,
-        input_ids: torch.Tensor,
-        cond: torch.Tensor,
-        position: torch.Tensor,
-        cache: Cache,
-        modulations: tuple[Sequence[torch.Tensor], torch.Tensor],
-    ) -> torch.Tensor:
-        """One cached decode step: ids [R, 1] at sequence position ``position`` [1] → logits [R, V]."""
-        hidden = self.token_drop(self.tok_emb(input_ids))
-        return self._transformer(hidden, cond, position, cache, modulations)[:, -1]
-
-    def _compiled_decode(self, compile_config: CompileConfig) -> Callable[..., torch.Tensor]:
-        if self._ibq_compiled_decode is None or self._ibq_compiled_decode[0] != compile_config:
-            compiled = torch.compile(self._decode_step, **compile_config.to_dict())
-            self._ibq_compiled_decode = (compile_config, compiled)
-        return self._ibq_compiled_decode[1]
-
-    def _new_cache(self, implementation: str, rows: int, max_len: int) -> Cache:
-        if implementation == "dynamic":
-            return DynamicCache(config=self.config)
-        key = (rows, max_len, self.dtype, self.device)
-        if self._ibq_static_cache is not None and self._ibq_static_cache[0] == key:
-            cache = self._ibq_static_cache[1]
-            cache.reset()
-            return cache
-        cache = StaticCache(config=self.config, max_cache_len=max_len)
-        cache.early_initialization(
-            batch_size=rows,
-            num_heads=self.config.num_attention_heads,
-            head_dim=self.config.head_dim,
-            dtype=self.dtype,
-            device=self.device,
-        )
-        self._ibq_static_cache = (key, cache)
-        return cache
-
-    @staticmethod
-    def _next_ids(
-        logits: torch.Tensor, settings: _GenerationSettings, uniforms: torch.Tensor | None
-    ) -> torch.Tensor:
-        """Guided logits [B, V] (fp32) → next ids [B]: temperature, top-k/top-p, then draw (or arg-max)."""
-        if not settings.do_sample:
-            return logits.argmax(dim=-1)
-        logits = filter_top_k_top_p(logits / settings.temperature, settings.top_k, settings.top_p)
-        return _sample_from_probs(torch.softmax(logits, dim=-1), uniforms)
-
-    def _draw_uniforms(
-        self, generator: torch.Generator | Sequence[torch.Generator] | None, batch: int, num_steps: int
-    ) -> torch.Tensor:
-        """All uniforms of a call up front, [B, num_steps]: row b comes from its own generator when a list is given."""
-        if generator is None:
-            return torch.rand(batch, num_steps, device=self.device)
-        if isinstance(generator, torch.Generator):
-            return torch.rand(batch, num_steps, generator=generator, device=generator.device).to(self.device)
-        generators = _check_generator(generator, batch)
-        rows = [torch.rand(num_steps, generator=g, device=g.device).to(self.device) for g in generators]
-        return torch.stack(rows)
-
-    def _generation_settings(
-        self, generation_config: GenerationConfig | None, **explicit: Any
-    ) -> _GenerationSettings:
-        config = generation_config if generation_config is not None else self.generation_config
-        defaults: dict[str, Any] = {
-            "guidance_scale": 1.0,
-            "guidance_schedule": "constant",
-            "guidance_cutoff": None,
-            "do_sample": True,
-            "temperature": 1.0,
-            "top_k": 0,
-            "top_p": 1.0,
-            "cache_implementation": "dynamic",
-            "compile_config": None,
-        }
-        values = {}
-        for name, default in defaults.items():
-            value = explicit.get(name)
-            if value is None and config is not None:
-                value = getattr(config, name, None)
-            values[name] = default if value is None else value
-        settings = _GenerationSettings(
-            guidance_scale=_finite_number("guidance_scale", values["guidance_scale"]),
-            guidance_schedule=str(values["guidance_schedule"]),
-            guidance_cutoff=None
-            if values["guidance_cutoff"] is None
-            else _whole_number("guidance_cutoff", values["guidance_cutoff"]),
-            do_sample=bool(values["do_sample"]),
-            temperature=_finite_number("temperature", values["temperature"]),
-            top_k=_whole_number("top_k", values["top_k"]),
-            top_p=_finite_number("top_p", values["top_p"]),
-            cache_implementation=str(values["cache_implementation"]),
-            compile_config=values["compile_config"],
-        )
-        self._check_generation_settings(settings)
-        return settings
-
-    @staticmethod
-    def _check_generation_settings(s: _GenerationSettings) -> None:
-        if s.guidance_scale < 1.0:
-            raise ValueError(
-                f"guidance_scale={s.guidance_scale} is below 1. Classifier-free guidance runs the unconditional "
-                "branch only for guidance_scale > 1 (logits = u + s·(c − u)); use 1.0 for no guidance or a value > 1."
-            )
-        if s.guidance_schedule not in GUIDANCE_SCHEDULES:
-            raise ValueError(
-                f"guidance_schedule must be one of {GUIDANCE_SCHEDULES}; got {s.guidance_schedule!r}."
-            )
-        if s.guidance_cutoff is not None and s.guidance_cutoff < 0:
-            raise ValueError(
-                f"guidance_cutoff must be >= 0 (a number of image tokens); got {s.guidance_cutoff}."
-            )
-        if s.do_sample and s.temperature <= 0:
-            raise ValueError(
-                f"temperature must be > 0 when sampling; got {s.temperature}. Use do_sample=False for arg-max."
-            )
-        if s.top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 disables it); got {s.top_k}.")
-        if not 0.0 < s.top_p <= 1.0:
-            raise ValueError(f"top_p must lie in (0, 1] (1.0 disables it); got {s.top_p}.")
-        if s.cache_implementation not in CACHE_IMPLEMENTATIONS:
-            raise ValueError(
-                f"cache_implementation must be one of {CACHE_IMPLEMENTATIONS}; got {s.cache_implementation!r}."
-            )
-        if s.compile_config is not None:
-            if not isinstance(s.compile_config, CompileConfig):
-                raise ValueError(
-                    f"compile_config must be a transformers.CompileConfig; got {type(s.compile_config).__name__}."
-                )
-            if s.cache_implementation != "static":
-                raise ValueError(
-                    "compile_config needs cache_implementation='static': a dynamic cache changes shape every "
-                    "step and would recompile."
                 )
 
 

@@ -60,8 +60,12 @@ class AttnBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         y = self.norm(x)
-        # [B, C, H, W] -> [B, 1, H·W, C]: one head, sequence of pixels
-        q, k, v = (t.reshape(b, 1, c, h * w).transpose(2, 3) for t in (self.q(y), self.k(y), self.v(y)))
+        # [B, C, H, W] -> [B, 1, H·W, C]: one head, sequence of pixels. Contiguous, because the fused (flash)
+        # kernels need a unit stride along C; a transposed view falls back (on CPU) to the math kernel, holding the
+        # whole [H·W, H·W] score matrix (2 GiB at 128×128 positions, 16 GiB at 256×256).
+        q, k, v = (
+            t.reshape(b, 1, c, h * w).transpose(2, 3).contiguous() for t in (self.q(y), self.k(y), self.v(y))
+        )
         out = F.scaled_dot_product_attention(q, k, v)
         out = out.transpose(2, 3).reshape(b, c, h, w)
         return x + self.proj_out(out)

@@ -14,9 +14,9 @@ from ibq_hf.data import (
     image_transform,
     load_image_dataset,
 )
+from ibq_hf.lpips import LPIPS
 from ibq_hf.training.ema import EMAModel
 from ibq_hf.training.losses import (
-    LPIPS,
     LeCamRegularizer,
     NLayerDiscriminator,
     hinge_d_loss,

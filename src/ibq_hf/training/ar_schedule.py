@@ -80,15 +80,9 @@ def ar_training_preset(name: str | None) -> ARTrainingPreset | None:
 def ar_training_preset_for_config(config: Any) -> str | None:
     """Name of the size whose width, depth and heads ``config`` has (vocabulary, classes and grid may differ, as
     when the recipe of a size is used on another dataset), else ``None``."""
-    from ibq_hf.models.configuration_ar import IBQ_AR_PRESETS
+    from ibq_hf.models.configuration_ar import preset_name
 
-    for name, fields in IBQ_AR_PRESETS.items():
-        if all(
-            getattr(config, key, None) == fields[key]
-            for key in ("hidden_size", "num_hidden_layers", "num_attention_heads")
-        ):
-            return name
-    return None
+    return preset_name(config, fields=("hidden_size", "num_hidden_layers", "num_attention_heads"))
 
 
 def global_batch_size(per_device_batch_size: int, world_size: int, gradient_accumulation_steps: int) -> int:

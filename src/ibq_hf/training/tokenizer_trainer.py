@@ -41,12 +41,12 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import has_length
 from transformers.utils import logging
 
+from ibq_hf.lpips import LPIPS
 from ibq_hf.models.modeling_vq import IBQVQModel
 from ibq_hf.models.quantizer import CodebookUsage
 from ibq_hf.training.checkpointing import AtomicCheckpointMixin
 from ibq_hf.training.ema import EMAModel
 from ibq_hf.training.losses import (
-    LPIPS,
     LeCamRegularizer,
     NLayerDiscriminator,
     hinge_d_loss,
@@ -61,7 +61,6 @@ __all__ = [
     "IBQTokenizerTrainer",
     "IBQTokenizerTrainingArguments",
     "lr_drop_factor",
-    "write_tokenizer_model_card",
 ]
 
 DISC_OPTIMIZER_NAME = "discriminator_optimizer.pt"
@@ -517,60 +516,16 @@ class IBQTokenizerTrainer(StreamResumeMixin, AtomicCheckpointMixin, Trainer):
         """``save_pretrained`` the EMA tokenizer plus a model card (main process); returns the EMA model."""
         generator = self.ema_generator()
         if self.is_world_process_zero():
-            generator.save_pretrained(save_directory)
-            write_tokenizer_model_card(
-                generator,
-                save_directory,
-                dataset=dataset,
-                repo_id=repo_id,
-                steps=self.state.global_step,
-                ema_decay=self.ema.decay,
-            )
+            card = {
+                "name": repo_id,
+                "trained": True,
+                "dataset": dataset,
+                "steps": self.state.global_step,
+                "ema_weights": True,
+                "ema_decay": self.ema.decay,
+            }
+            generator.save_pretrained(save_directory, model_card=card)
         return generator
-
-
-def write_tokenizer_model_card(
-    model: IBQVQModel,
-    save_directory: str | os.PathLike,
-    *,
-    dataset: str | None = None,
-    repo_id: str | None = None,
-    steps: int | None = None,
-    ema_decay: float = 0.999,
-) -> str:
-    """Model card for a tokenizer trained by ``examples/train_ibq.py``."""
-    from ibq_hf.hub_utils import write_model_card
-
-    cfg = model.config
-    n_params = sum(p.numel() for p in model.parameters())
-    name = repo_id or os.path.basename(os.path.abspath(save_directory))
-    factor = 2 ** (len(cfg.ch_mult) - 1)
-    usage = (
-        "from ibq_hf import IBQVQModel\n\n"
-        f'vqvae = IBQVQModel.from_pretrained("{name}").eval()\n'
-        f"indices = vqvae.tokenize(pixel_values)  # pixel_values [B,3,{cfg.resolution},{cfg.resolution}] in [-1,1]\n"
-        "images = vqvae.decode_indices(indices)"
-    )
-    description = (
-        f"An IBQ visual tokenizer ({n_params:,} parameters, codebook {cfg.num_embeddings}, downsampling "
-        f"{factor}×, trained at {cfg.resolution}×{cfg.resolution}) trained with ibq-hf's `examples/train_ibq.py` "
-        "(reference recipe: L1 + LPIPS + 0.1·non-saturating GAN + quant + 0.05·entropy, hinge + LeCam "
-        f"PatchGAN, Adam (0.5, 0.9)); these are the EMA (decay {ema_decay}) weights"
-        + (f" after {steps} steps" if steps else "")
-        + "."
-        + (f" Training data: `{dataset}`." if dataset else "")
-    )
-    return str(
-        write_model_card(
-            save_directory,
-            title=f"IBQ tokenizer ({cfg.num_embeddings} codes)",
-            description=description,
-            usage=usage,
-            library_name="diffusers",
-            tags=["image-tokenizer", "vqgan"],
-            pipeline_tag=None,
-        )
-    )
 
 
 def build_tokenizer_gan(

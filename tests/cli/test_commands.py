@@ -67,7 +67,8 @@ def test_generate_writes_a_grid_of_seeded_images(model_dir, pipe, tmp_path, caps
             "--seed", "5", "--output", str(out), "--device", "cpu", "--guidance-scale", "2",
             "--upscale", "1", "--gutter", "0", "--no-labels"]  # fmt: skip
     assert main(args) == 0
-    assert "Saved a 2×2 grid of 16×16 images" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Saved a 2×2 grid of 16×16 images" in printed and "(classes 3, 'seven'; seeds 5..8)" in printed
     grid = PIL.Image.open(out)
     assert grid.size == (32, 32)
     gens = [torch.Generator().manual_seed(s) for s in (5, 6, 7, 8)]  # image i uses seed + i
@@ -111,7 +112,7 @@ def test_main_job_grid_of_the_bundled_digits_is_enlarged_and_labelled(tmp_path, 
     """scripts/main.sh runs `ibq-hf generate --model checkpoints/ibq-digits` with the default layout: 32×32 digits
     are shown 4× (128 px tiles) with the digit's name left of each row."""
     out = tmp_path / "digits.png"
-    model = str(Path(__file__).resolve().parents[1] / "checkpoints" / "ibq-digits")
+    model = str(Path(__file__).resolve().parents[2] / "checkpoints" / "ibq-digits")
     args = ["generate", "--model", model, "--class", "3", "--class", "7", "--num-images", "2", "--seed", "0",
             "--output", str(out), "--device", "cpu"]  # fmt: skip
     assert main(args) == 0

