@@ -99,6 +99,7 @@ def test_the_bundled_folder_names_the_old_module_paths():
     assert {name: index[name][0] for name in OLD_MODULE_PATHS} == OLD_MODULE_PATHS
 
 
+@pytest.mark.slow  # default-suite budget: heavy; runs in the slow set
 def test_a_folder_naming_old_module_paths_loads_in_a_fresh_process():
     code = f"MODEL = {str(MODEL)!r}\n" + FRESH_PROCESS
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}

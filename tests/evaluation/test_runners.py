@@ -140,6 +140,7 @@ def _digit_probabilities(images_uint8: np.ndarray) -> np.ndarray:
     return classifier.predict_proba(module.to_digit_features(images_uint8.astype(np.float32) / 255.0))
 
 
+@pytest.mark.slow  # default-suite budget: heavy; runs in the slow set
 def test_sample_file_is_shuffled_with_labels_aligned_and_is_like_a_random_order(tmp_path, digits_pipe):
     """Item 9 of issue 11: the file is written in a seeded shuffled order (position p holds global image
     order[p] with its label), and its Inception Score over contiguous splits lies within one split standard

@@ -136,6 +136,7 @@ def test_tokenizer_resume_from_every_checkpoint_is_bitwise_exact(tmp_path, sourc
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow  # default-suite budget: heavy; runs in the slow set
 def test_ar_on_the_fly_resume_from_every_checkpoint_is_bitwise_exact(
     tmp_path, sources, tiny_tokenizer, one_thread
 ):

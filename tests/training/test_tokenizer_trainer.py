@@ -129,6 +129,7 @@ def _without_batchnorm(trainer: IBQTokenizerTrainer) -> IBQTokenizerTrainer:
     return trainer
 
 
+@pytest.mark.slow  # default-suite budget: heavy; runs in the slow set
 def test_gradient_accumulation_equals_one_large_batch(tmp_path, one_thread):
     """2 micro-batches of 2 == 1 batch of 4: D steps once per step on all 4 images, before the G losses."""
     kw = {
