@@ -20,7 +20,7 @@ PACKAGE = SRC / "ibq_hf"
 LAYERS: list[tuple[int, str, tuple[str, ...]]] = [
     (0, "foundation", (
         "ibq_hf._lazy", "ibq_hf.errors", "ibq_hf.file_utils", "ibq_hf.imagenet_labels", "ibq_hf.class_labels",
-        "ibq_hf.hub_utils",
+        "ibq_hf.hub_utils", "ibq_hf.remote_code",
     )),
     (1, "quantizers", ("ibq_hf.models.quantizer", "ibq_hf.models.vanilla_quantizer")),
     (2, "models", ("ibq_hf.models",)),

@@ -21,6 +21,7 @@ from ibq_hf.imagenet_labels import imagenet_id2label, imagenet_wnids
 from ibq_hf.models.configuration_ar import IBQARConfig
 from ibq_hf.models.modeling_ar import IBQARForImageGeneration
 from ibq_hf.pipeline import IBQPipeline, ImagePipelineOutput
+from ibq_hf.remote_code import package_module
 
 # 16×16 images: the tiny tokenizer downsamples by 2, so the AR model samples an 8×8 grid of 64-code ids.
 TINY_AR = TINY_PIPELINE_AR_CONFIG
@@ -332,9 +333,12 @@ def test_other_errors(pipe):
 
 def test_save_load_round_trip(pipe, saved):
     index = json.loads((saved / "model_index.json").read_text())
-    assert index["_class_name"] == "IBQPipeline"
-    assert index["vqvae"] == ["ibq_hf.models.modeling_vq", "IBQVQModel"]
-    assert index["transformer"] == ["ibq_hf.models.modeling_ar", "IBQARForImageGeneration"]
+    # [module, class] entries name the code saved next to the weights (ibq_hf.remote_code, tests/test_remote_code.py)
+    assert index["_class_name"][1] == "IBQPipeline"
+    assert (
+        package_module(index["vqvae"][0]) == "ibq_hf.models.modeling_vq" and index["vqvae"][1] == "IBQVQModel"
+    )
+    assert package_module(index["transformer"][0]) == "ibq_hf.models.modeling_ar"
     files = sorted(str(p.relative_to(saved)) for p in saved.rglob("*") if p.is_file())
     assert "vqvae/diffusion_pytorch_model.safetensors" in files and "transformer/model.safetensors" in files
     assert not [f for f in files if f.endswith((".bin", ".pt", ".pth", ".ckpt"))]
@@ -556,7 +560,8 @@ def test_push_to_hub_uploads_a_complete_pipeline(pipe, monkeypatch):
     pipe.push_to_hub("me/pushed", commit_message="first", create_pr=True)
     (upload,) = hub.uploads
     assert upload["repo_id"] == "me/pushed" and upload["commit_message"] == "first" and upload["create_pr"]
-    assert json.loads(upload["files"]["model_index.json"])["_class_name"] == "IBQPipeline"
+    assert json.loads(upload["files"]["model_index.json"])["_class_name"][1] == "IBQPipeline"
+    assert any(name.startswith("ibq_pipeline_") and name.endswith(".py") for name in upload["files"])
     assert b'from_pretrained("me/pushed")' in upload["files"]["README.md"]
     assert not [f for f in upload["files"] if f.endswith((".bin", ".pt"))]
 

@@ -6,10 +6,11 @@
   protocol, training data); the builder owns the text. Cards are ``huggingface_hub.ModelCard`` files, so their
   YAML header is what the Hub expects; writing one never touches the network.
 * :class:`HubSaveMixin` (with :class:`IBQTokenizerHubMixin` / :class:`IBQARHubMixin` for the two models): the one
-  place where ``save_pretrained`` / ``push_to_hub`` write ibq-hf's extra files (the model card) next to the weights.
+  place where ``save_pretrained`` / ``push_to_hub`` write ibq-hf's extra files next to the weights: the model card
+  and the code stock loaders run with ``trust_remote_code=True`` (:mod:`ibq_hf.remote_code`).
 
-Foundation layer: this module imports ``huggingface_hub`` and the standard library only; configs and models are
-read by attribute (duck-typed), never imported.
+Foundation layer: this module imports ``huggingface_hub``, the standard library and :mod:`ibq_hf.remote_code`
+only; configs and models are read by attribute (duck-typed), never imported.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import HfApi, ModelCard, ModelCardData
+
+from .remote_code import package_version, write_code
 
 __all__ = [
     "PICKLE_PATTERNS",
@@ -100,7 +103,17 @@ _TEMPLATE = """---
 ```python
 {{ usage }}
 ```
+{% if stock_usage %}
+### Without ibq-hf
 
+This repo also holds ibq-hf {{ version }}'s own modules (the `ibq_*.py` files, copied from the package when it was
+saved), so stock diffusers / transformers load it without installing ibq-hf. `trust_remote_code=True` runs those
+files on your machine: read them first, and pin a `revision` you have read.
+
+```python
+{{ stock_usage }}
+```
+{% endif %}
 ## About IBQ
 
 IBQ (Index Backpropagation Quantization, [paper]({{ paper_url }})) trains a visual tokenizer whose
@@ -154,8 +167,13 @@ def _render_card(
     metrics: str | None = None,
     pipeline_tag: str | None = None,
     extra_card_data: Mapping[str, object] | None = None,
+    stock_usage: str | None = None,
 ) -> Path:
-    """Write ``README.md`` into ``save_directory`` (atomically: a reader never sees half a card)."""
+    """Write ``README.md`` into ``save_directory`` (atomically: a reader never sees half a card).
+
+    ``stock_usage``: the snippet that loads the folder with stock libraries and ``trust_remote_code=True`` (only
+    when the code is saved next to the weights, :mod:`ibq_hf.remote_code`).
+    """
     data = ModelCardData(
         license="apache-2.0",
         library_name=library_name,
@@ -172,6 +190,8 @@ def _render_card(
         source=source,
         metrics=metrics,
         usage=usage.strip(),
+        stock_usage=stock_usage.strip() if stock_usage else None,
+        version=package_version(),
         paper_url=PAPER_URL,
         original_repo=ORIGINAL_REPO,
     )
@@ -252,6 +272,7 @@ def write_tokenizer_card(
     ema_decay: float | None = None,
     title: str | None = None,
     description: str | None = None,
+    shipped_code: bool = False,
 ) -> Path:
     """Model card of an :class:`~ibq_hf.IBQVQModel` (``config``: its config, read by attribute).
 
@@ -266,6 +287,7 @@ def write_tokenizer_card(
         trained: trained by ``examples/train_ibq.py`` (with ``dataset``, ``steps``, ``ema_decay``).
         title: replaces the generated title.
         description: replaces the generated description.
+        shipped_code: the folder carries its code (:mod:`ibq_hf.remote_code`): show the stock-library snippet too.
     """
     k, resolution = config.num_embeddings, config.resolution
     factor = 2 ** (len(config.ch_mult) - 1)
@@ -320,8 +342,16 @@ def write_tokenizer_card(
             f"indices = tokenizer.tokenize(images)          # [1, {grid}, {grid}] code indices\n"
             "reconstruction = tokenizer.decode_indices(indices).clamp(-1, 1)"
         )
+    stock_usage = (
+        "import torch\n"
+        "from diffusers import AutoModel\n\n"
+        f'tokenizer = AutoModel.from_pretrained("{repo}", trust_remote_code=True).eval()\n'
+        f"images = torch.rand(1, 3, {resolution}, {resolution}) * 2 - 1  # RGB in [-1, 1]\n"
+        "reconstruction = tokenizer.decode_indices(tokenizer.tokenize(images)).clamp(-1, 1)"
+    )
     return _render_card(
         save_directory,
+        stock_usage=stock_usage if shipped_code else None,
         title=title or f"IBQ {'Pretrain ' if pretrain else ''}tokenizer ({k} codes)",
         description=description or text,
         usage=usage,
@@ -349,6 +379,7 @@ def write_ar_model_card(
     dataset: str | None = None,
     title: str | None = None,
     description: str | None = None,
+    shipped_code: bool = False,
 ) -> Path:
     """Model card of an :class:`~ibq_hf.IBQARForImageGeneration` (``config``: its config, read by attribute).
 
@@ -361,6 +392,7 @@ def write_ar_model_card(
         trained: trained by ``examples/train_ar.py`` (on ``dataset``).
         title: replaces the generated title.
         description: replaces the generated description.
+        shipped_code: the folder carries its code (:mod:`ibq_hf.remote_code`): show the stock-library snippet too.
     """
     grid, classes = config.grid_size, config.num_classes
     text = (
@@ -383,8 +415,16 @@ def write_ar_model_card(
         f"{grid * grid}] ids\n"
         f"# decode with the tokenizer the codes came from: vqvae.decode_indices(token_ids.view(-1, {grid}, {grid}))"
     )
+    stock_usage = (
+        "import torch\n"
+        "from transformers import AutoModel\n\n"
+        f'model = AutoModel.from_pretrained("{_name(save_directory, name)}", trust_remote_code=True)\n'
+        f"generators = [torch.Generator().manual_seed(seed) for seed in range({len(labels)})]\n"
+        f"token_ids = model.generate(class_labels={labels}, generator=generators)"
+    )
     return _render_card(
         save_directory,
+        stock_usage=stock_usage if shipped_code else None,
         title=title or _released_title(size) or f"IBQ AR model ({grid}×{grid} tokens, {classes} classes)",
         description=description or text,
         usage=usage,
@@ -416,6 +456,7 @@ def write_pipeline_card(
     dataset: str | None = None,
     title: str | None = None,
     description: str | None = None,
+    shipped_code: bool = False,
 ) -> Path:
     """Model card of an :class:`~ibq_hf.IBQPipeline` (configs read by attribute).
 
@@ -425,8 +466,8 @@ def write_pipeline_card(
             ``first_class_name``) or ``None`` (ids only).
 
     The other facts (``name``, ``source_file``, ``size``, ``base_model``, ``reported``, ``sampling``, ``trained``,
-    ``dataset``, ``title``, ``description``) are those of :func:`write_ar_model_card`, for the pipeline as a whole
-    (a converted pipeline's tokenizer is the one embedded in the AR checkpoint).
+    ``dataset``, ``title``, ``description``, ``shipped_code``) are those of :func:`write_ar_model_card`, for the
+    pipeline as a whole (a converted pipeline's tokenizer is the one embedded in the AR checkpoint).
     """
     vq, ar = vqvae_config, transformer_config
     side, classes = ar.grid_size * downsample_factor, ar.num_classes
@@ -447,8 +488,14 @@ def write_pipeline_card(
         f"Class-conditional image generation with IBQ: an autoregressive transformer ({num_parameters:,} parameters, "
         f"{ar.num_hidden_layers} layers) samples a {ar.grid_size}×{ar.grid_size} grid of token ids for one of "
         f"{classes} classes ({labels_text}), and the IBQ tokenizer ({vq.num_embeddings}-code codebook) decodes it "
-        f"to a {side}×{side} image. Load it with `ibq_hf` (`IBQPipeline.from_pretrained`; "
-        "`DiffusionPipeline.from_pretrained` cannot import a pipeline class outside diffusers)."
+        f"to a {side}×{side} image. "
+        + (
+            "Load it with `ibq_hf` (`IBQPipeline.from_pretrained`) or, without the package, with "
+            "`DiffusionPipeline.from_pretrained(..., trust_remote_code=True)` (below)."
+            if shipped_code
+            else "Load it with `ibq_hf` (`IBQPipeline.from_pretrained`; `DiffusionPipeline.from_pretrained` cannot "
+            "import a pipeline class outside diffusers unless the code is saved with the weights)."
+        )
     )
     if source_file is not None:
         text += f" Converted from `{source_file}` (the AR model and the tokenizer embedded in it) by ibq-hf."
@@ -467,8 +514,16 @@ def write_pipeline_card(
         if size
         else f"IBQ class-conditional pipeline ({side}×{side}, {classes} classes)"
     )
+    stock_usage = (
+        "import torch\n"
+        "from diffusers import DiffusionPipeline\n\n"
+        f'pipe = DiffusionPipeline.from_pretrained("{_name(save_directory, name)}", trust_remote_code=True)\n'
+        "generators = [torch.Generator().manual_seed(seed) for seed in range(2)]  # one per image\n"
+        f"images = pipe(class_labels={labels_repr}, generator=generators).images"
+    )
     return _render_card(
         save_directory,
+        stock_usage=stock_usage if shipped_code else None,
         title=title or default_title,
         description=description or text,
         usage=usage,
@@ -517,10 +572,15 @@ class HubSaveMixin:
       replaces ours.
     * A save nested in another (a pipeline saving its components) writes no card; neither does a process that is
       not the main one (``is_main_process=False``).
+    * Both also write the code stock diffusers / transformers load with ``trust_remote_code=True``
+      (:func:`ibq_hf.remote_code.write_code`: the package's modules, ``auto_map``, ``[module, class]`` entries);
+      ``ship_code=False`` leaves it out.
     """
 
     #: Refuse ``safe_serialization=False`` (the pipeline); the models keep their library's choice.
     _safetensors_only: bool = False
+    #: What :func:`ibq_hf.remote_code.write_code` ships next to the weights ("tokenizer", "ar", "pipeline").
+    _shipped_artefact: str | None = None
 
     def write_model_card(self, save_directory: str | os.PathLike, **facts: Any) -> Path:
         """Write ``README.md`` describing this object into ``save_directory``; ``facts`` as in its card builder."""
@@ -541,6 +601,7 @@ class HubSaveMixin:
         variant: str | None,
         max_shard_size: int | str | None,
         kwargs: dict[str, Any],
+        ship_code: bool = True,
     ) -> None:
         parent = super().save_pretrained  # type: ignore[misc]
         accepted = inspect.signature(parent).parameters
@@ -559,9 +620,12 @@ class HubSaveMixin:
         finally:
             _SAVING.reset(token)
         if not nested and kwargs.get("is_main_process", True):
-            facts = {"name": repo_id} if repo_id else {}
+            ships = ship_code and self._shipped_artefact is not None
+            facts: dict[str, Any] = {"shipped_code": ships, **({"name": repo_id} if repo_id else {})}
             # A `name` in `model_card` wins (e.g. the final folder name when saving into a staging folder).
             self.write_model_card(save_directory, **{**facts, **dict(model_card or {})})
+            if ships:
+                write_code(save_directory, self._shipped_artefact)
 
     def save_pretrained(
         self,
@@ -571,16 +635,24 @@ class HubSaveMixin:
         max_shard_size: int | str | None = None,
         push_to_hub: bool = False,
         model_card: Mapping[str, Any] | None = None,
+        ship_code: bool = True,
         **kwargs: Any,
     ) -> Any:
-        """Save the weights and config, then the model card (offline); see the class docstring for the push."""
+        """Save the weights and config, then the model card and the shipped code (offline); see the class docstring."""
         self._check_serialization(safe_serialization)
         push_args = {k: kwargs.pop(k) for k in _PUSH_ARGUMENTS if k in kwargs}
         if push_args and not push_to_hub:
             raise ValueError(f"{sorted(push_args)} only apply with push_to_hub=True.")
         repo_id = push_args.pop("repo_id", None)
         self._save_with_card(
-            save_directory, model_card, repo_id, safe_serialization, variant, max_shard_size, kwargs
+            save_directory,
+            model_card,
+            repo_id,
+            safe_serialization,
+            variant,
+            max_shard_size,
+            kwargs,
+            ship_code,
         )
         if not push_to_hub:
             return None
@@ -599,6 +671,7 @@ class HubSaveMixin:
         variant: str | None = None,
         max_shard_size: int | str | None = None,
         model_card: Mapping[str, Any] | None = None,
+        ship_code: bool = True,
     ) -> Any:
         """Save into a temporary folder (as :meth:`save_pretrained`, card included) and upload it to ``repo_id``.
 
@@ -607,7 +680,9 @@ class HubSaveMixin:
         """
         self._check_serialization(safe_serialization)
         with tempfile.TemporaryDirectory() as tmp:
-            self._save_with_card(tmp, model_card, repo_id, safe_serialization, variant, max_shard_size, {})
+            self._save_with_card(
+                tmp, model_card, repo_id, safe_serialization, variant, max_shard_size, {}, ship_code
+            )
             return upload_folder_to_hub(
                 tmp,
                 repo_id,
@@ -620,6 +695,8 @@ class HubSaveMixin:
 
 class IBQTokenizerHubMixin(HubSaveMixin):
     """:class:`HubSaveMixin` for :class:`~ibq_hf.IBQVQModel`: its card is :func:`write_tokenizer_card`."""
+
+    _shipped_artefact = "tokenizer"
 
     def write_model_card(self, save_directory: str | os.PathLike, **facts: Any) -> Path:
         """Write the tokenizer's ``README.md``; ``facts`` as in :func:`write_tokenizer_card`."""
@@ -634,6 +711,8 @@ class IBQTokenizerHubMixin(HubSaveMixin):
 class IBQARHubMixin(HubSaveMixin):
     """:class:`HubSaveMixin` for :class:`~ibq_hf.IBQARForImageGeneration`: its card is :func:`write_ar_model_card`,
     with the sampling defaults of its ``generation_config``."""
+
+    _shipped_artefact = "ar"
 
     def write_model_card(self, save_directory: str | os.PathLike, **facts: Any) -> Path:
         """Write the AR model's ``README.md``; ``facts`` as in :func:`write_ar_model_card`."""

@@ -9,7 +9,7 @@ ships with the package instead of being derived from a dataset on disk. Each cla
 from __future__ import annotations
 
 from functools import cache
-from importlib.resources import files
+from importlib.resources import files  # shipped code: from .imagenet_classes import IMAGENET_CLASSES_TSV
 
 __all__ = ["IMAGENET_NUM_CLASSES", "imagenet_id2label", "imagenet_wnids"]
 
@@ -19,7 +19,9 @@ _DATA_FILE = "imagenet_classes.tsv"
 
 @cache
 def _read_table() -> tuple[tuple[str, str], ...]:
-    text = files("ibq_hf").joinpath(_DATA_FILE).read_text(encoding="utf-8")
+    # The copy shipped next to saved weights has no package data: it embeds the table (ibq_hf.remote_code).
+    resource = files("ibq_hf").joinpath(_DATA_FILE)  # shipped code: resource = None
+    text = resource.read_text(encoding="utf-8")  # shipped code: text = IMAGENET_CLASSES_TSV
     rows = tuple(
         tuple(line.split("\t", 1)) for line in text.splitlines() if line.strip() and not line.startswith("#")
     )

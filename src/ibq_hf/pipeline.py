@@ -2,8 +2,9 @@
 
 ``class labels --transformer.generate--> token ids [B, grid²] --vqvae.decode_indices--> pixels [B, 3, H, W]``.
 
-Load with ``IBQPipeline.from_pretrained(dir_or_repo)``. ``DiffusionPipeline.from_pretrained`` cannot resolve a
-pipeline class that lives outside diffusers, so always load through this class. Images come out of the
+Load with ``IBQPipeline.from_pretrained(dir_or_repo)``. A saved folder also carries this module and the ones it
+needs (:mod:`ibq_hf.remote_code`), so without ibq-hf ``DiffusionPipeline.from_pretrained(folder,
+trust_remote_code=True)`` loads the same pipeline; the package itself never runs that shipped copy. Images come out of the
 decoder unclamped (roughly [-1, 1]); the pipeline clamps them to [-1, 1], maps them to [0, 1] and, for PIL
 output, converts to uint8 by *rounding* ``255·x``. The original IBQ sampling script truncates instead, which
 darkens every pixel by half a level on average.
@@ -32,6 +33,7 @@ from .models import modeling_ar, modeling_vq
 from .models.loading import quiet_small_load, resolve_pretrained
 from .models.modeling_ar import IBQARForImageGeneration
 from .models.modeling_vq import IBQVQModel
+from .remote_code import package_module
 
 __all__ = [
     "OUTPUT_TYPES",
@@ -45,11 +47,13 @@ __all__ = [
 #: [0, 1], or the sampled token ids [B, grid, grid] ("latent").
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
+# shipped code: begin package only
 # Folders saved before the architecture step record these module paths for their components in model_index.json;
 # diffusers loads a component only from a module that is already imported, so the old names alias today's modules.
 LEGACY_COMPONENT_MODULES = {"ibq_hf.models.ar_model": modeling_ar, "ibq_hf.models.vq_model": modeling_vq}
 for _old_path, _module in LEGACY_COMPONENT_MODULES.items():
     sys.modules.setdefault(_old_path, _module)
+# shipped code: end package only
 
 
 @dataclass
@@ -183,6 +187,26 @@ class IBQPipeline(HubSaveMixin, DiffusionPipeline):
         )
         with quiet_small_load(location, kwargs):
             return super().from_pretrained(location, **kwargs)
+
+    # shipped code: begin package only
+    @classmethod
+    def _dict_from_json_file(cls, json_file: str | os.PathLike) -> dict[str, Any]:
+        """Read ``model_index.json`` with the package's own modules in place of the code shipped next to the weights.
+
+        A saved folder names its shipped files (``["ibq_pipeline_0_1_0", "IBQPipeline"]``, ``["ibq_modeling_ar_0_1_0",
+        "IBQARForImageGeneration"]``) so that stock diffusers loads it with ``trust_remote_code=True``. The package
+        never runs those files: it maps each entry back to its own module (:func:`ibq_hf.remote_code.package_module`)
+        before diffusers sees the config, so no ``trust_remote_code`` is needed and the classes are the package's.
+        """
+        config = super()._dict_from_json_file(json_file)
+        if isinstance(config.get("_class_name"), (list, tuple)) and package_module(config["_class_name"][0]):
+            config["_class_name"] = config["_class_name"][1]
+        for name, value in config.items():
+            if isinstance(value, list) and len(value) == 2 and package_module(value[0]):
+                config[name] = [package_module(value[0]), value[1]]
+        return config
+
+    # shipped code: end package only
 
     # ---- components ---------------------------------------------------------------------------------------
 
@@ -368,6 +392,7 @@ class IBQPipeline(HubSaveMixin, DiffusionPipeline):
     # save_pretrained / push_to_hub come from HubSaveMixin: safetensors only, the card written after the weights,
     # a push only once the folder is complete on disk.
     _safetensors_only = True
+    _shipped_artefact = "pipeline"
 
     def write_model_card(self, save_directory: str | os.PathLike, **facts: Any) -> Path:
         """Write ``README.md`` (Hub model card: license, tags, a runnable usage snippet) describing this pipeline.

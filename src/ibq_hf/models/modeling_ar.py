@@ -680,6 +680,9 @@ class IBQARForImageGeneration(IBQARHubMixin, PreTrainedModel, IBQARGenerationMix
                 )
 
 
+# The Auto classes know the package's classes; code shipped next to weights is reached through `auto_map`.
+# shipped code: begin package only
 AutoConfig.register(IBQARConfig.model_type, IBQARConfig, exist_ok=True)
 AutoModel.register(IBQARConfig, IBQARForImageGeneration, exist_ok=True)
 AutoModelForCausalLM.register(IBQARConfig, IBQARForImageGeneration, exist_ok=True)
+# shipped code: end package only

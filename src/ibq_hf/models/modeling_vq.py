@@ -372,6 +372,9 @@ class IBQVQModel(IBQTokenizerHubMixin, ModelMixin, AutoencoderMixin, ConfigMixin
                 "safe default. Add them to config.json (re-save the tokenizer with save_pretrained, or re-run "
                 "the conversion)."
             )
+        # `auto_map` points stock diffusers at the code saved next to the weights (ibq_hf.remote_code); it is
+        # no constructor argument.
+        config_dict = {k: v for k, v in config_dict.items() if k != "auto_map"}
         return super().extract_init_dict(config_dict, **kwargs)
 
     @classmethod
