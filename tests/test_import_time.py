@@ -12,6 +12,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 import ibq_hf
 import ibq_hf.evaluation
 
@@ -114,6 +116,7 @@ def test_lazy_names_resolve_to_the_defining_objects():
         raise AssertionError("an unknown name must raise AttributeError")
 
 
+@pytest.mark.slow  # default-suite budget: heavy; runs in the slow set
 def test_a_name_shared_with_its_submodule_stays_the_function():
     """``evaluation.inception_score`` is a function defined in ``evaluation/inception_score.py``: importing that
     submodule first (as ``runners`` does) must not replace the package attribute with the module."""

@@ -23,6 +23,7 @@ def fid_inception():
     return inception_or_skip()
 
 
+@pytest.mark.slow  # default-suite budget: heavy; runs in the slow set
 def test_converted_weights_equal_the_torchscript(fid_inception):
     """Our module with the mapped weights gives the TorchScript's features (same preprocessed input)."""
     scripted = torch.jit.load(fid_helper_weights_path(), map_location="cpu").eval()

@@ -227,6 +227,7 @@ def test_generate_gallery(demo):
         assert np.array_equal(pixels[::8, ::8].repeat(8, 0).repeat(8, 1), pixels)  # nearest-neighbour blocks
 
 
+@pytest.mark.slow  # default-suite budget: heavy; runs in the slow set
 def test_generate_seed_determinism(demo):
     first = [np.asarray(image) for image, _ in _generate(demo, seed=5, num_images=2)]
     again = [np.asarray(image) for image, _ in _generate(demo, seed=5, num_images=2)]

@@ -118,6 +118,7 @@ def _parquet_images(folder: Path, count: int, card: bool) -> Path:
     return folder
 
 
+@pytest.mark.slow  # default-suite budget: heavy; runs in the slow set
 def test_streamed_pass_size_from_metadata_flag_or_error(tmp_path, tiny_tokenizer, one_thread):
     """A stream has no length: the split size in the dataset card's metadata, else
     --examples_per_epoch, else epochs stop with a sentence naming that flag."""
