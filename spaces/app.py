@@ -148,7 +148,7 @@ def code_palette(num_codes: int) -> np.ndarray:
         saturation = 0.55 + 0.45 * ((i * 7) % 5) / 4.0
         value = 0.65 + 0.35 * ((i * 3) % 4) / 3.0
         colors.append(colorsys.hsv_to_rgb(hue, saturation, value))
-    return np.round(np.asarray(colors) * 255.0).astype(np.uint8)
+    return to_uint8(np.asarray(colors))
 
 
 def upscale_nearest(image: np.ndarray, factor: int) -> np.ndarray:

@@ -140,11 +140,11 @@ class _LPIPSBase(nn.Module):
 
     def _taps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The tapped feature maps of scaled images [B, 3, H, W], one per head."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define _taps() (its backbone's feature maps)")
 
     def _heads(self) -> list[nn.Module]:
         """The 1×1 heads, one per tap: [B, C_k, h, w] → [B, 1, h, w]."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define _heads() (one 1×1 head per tap)")
 
     def layer_distances(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
         """Per-tap terms, each [B, 1, 1, 1]; their sum is the LPIPS distance of images x, y in [-1, 1]."""

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..image_processing import to_uint8
+from ..image_processing import UINT8_ROUNDINGS, to_uint8
 from ..models.generation_ar import resolve_generation_settings
 from ..models.quantizer import CodebookUsage
 from .errors import MetricUnavailableError
@@ -194,8 +194,8 @@ def sample_for_fid(
     ``pipe.transformer.generation_config`` (the per-model temperature / CFG of the paper).
     Returns the settings dict on rank 0, None elsewhere.
     """
-    if rounding not in ("round", "truncate"):
-        raise ValueError(f"rounding must be 'round' or 'truncate', got {rounding!r}.")
+    if rounding not in UINT8_ROUNDINGS:
+        raise ValueError(f"rounding must be one of {UINT8_ROUNDINGS}, got {rounding!r}.")
     if images_per_class < 1 or batch_size < 1:
         raise ValueError("images_per_class and batch_size must be >= 1.")
     num_classes = pipe.transformer.config.num_classes
