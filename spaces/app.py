@@ -89,6 +89,9 @@ class DemoLimits:
     display_size: int = 256
     #: Partial images shown while a Generate request samples (each costs one decoder pass); 0 = final images only.
     previews: int = 4
+    #: Largest speculative Jacobi window offered (draft tokens verified per forward pass; also capped at the
+    #: image's token count − 1, beyond which the model would clamp it anyway).
+    max_jacobi_window: int = 32
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -299,6 +302,8 @@ class GenerationRequest:
     top_p: float
     seed: int
     num_images: int
+    #: Speculative Jacobi decoding: draft tokens verified per forward pass (0 = sequential decoding).
+    jacobi_window: int = 0
 
     @property
     def seeds(self) -> list[int]:
@@ -392,6 +397,8 @@ class IBQDemo:
         self.tokenizer_resolution = int(pipe.vqvae.config.resolution)
         self.grid_size = int(pipe.transformer.config.grid_size)
         self.image_size = self.grid_size * int(pipe.vqvae.downsample_factor)
+        #: Largest Jacobi window accepted: a window of grid² − 1 already drafts the whole image.
+        self.max_jacobi_window = max(0, min(self.limits.max_jacobi_window, self.grid_size**2 - 1))
         self.id2label = pipe.id2label
         self._resolve_class_labels = pipe.resolve_class_labels  # the model's classes: fixed once loaded
 
@@ -403,7 +410,7 @@ class IBQDemo:
             return [(str(i), i) for i in range(self.num_classes)]
         return [(f"{i}: {name}", i) for i, name in self.id2label.items()]
 
-    def generation_defaults(self) -> dict[str, float]:
+    def generation_defaults(self) -> dict[str, float | int]:
         """Slider defaults: what the model samples with when a call sets nothing (its generation config merged
         with the built-in defaults by :func:`~ibq_hf.models.generation_ar.resolve_generation_settings`, e.g.
         guidance 2.0 for the digits model). An invalid stored config falls back to the built-in defaults."""
@@ -413,7 +420,8 @@ class IBQDemo:
             message = one_line(str(error))
             logger.warning("invalid generation config (%s); the controls start at the defaults", message)
             settings = resolve_generation_settings(None)
-        return {name: settings[name] for name in ("guidance_scale", "temperature", "top_k", "top_p")}
+        names = ("guidance_scale", "temperature", "top_k", "top_p", "jacobi_window")
+        return {name: settings[name] for name in names}
 
     def parse_class_label(self, value: Any) -> int:
         """Dropdown value, id, ``"3: name"`` or a class name → one class id in range (else a clear error).
@@ -453,6 +461,7 @@ class IBQDemo:
         top_p: Any,
         seed: Any,
         num_images: Any,
+        jacobi_window: Any = 0,
     ) -> GenerationRequest:
         """The raw values of a Generate click or an API call → checked settings (else :class:`InvalidRequest`).
 
@@ -470,6 +479,7 @@ class IBQDemo:
             top_p=_number(top_p, "Top-p", 0.0, 1.0, low_open=True),
             seed=_integer(seed, "Seed", 0, MAX_SEED),
             num_images=_integer(num_images, "Number of images", 1, limits.max_images),
+            jacobi_window=_integer(jacobi_window, "Jacobi window", 0, self.max_jacobi_window),
         )
 
     def generate(
@@ -482,14 +492,16 @@ class IBQDemo:
         seed: Any,
         num_images: Any,
         progress: Callable[..., Any] | None = None,
+        jacobi_window: Any = 0,
     ) -> list[tuple[PIL.Image.Image, str]]:
         """Validate the settings, sample ``num_images`` images (image i uses seed ``seed + i``), caption them.
 
         One generator per image makes each image depend only on its class, seed and settings, not on how many
-        images were asked for.
+        images were asked for. ``jacobi_window`` > 0 samples with speculative Jacobi decoding (the same
+        distribution in fewer forward passes; a seed gives another image than with sequential decoding).
         """
         request = self.parse_generation_request(
-            class_label, guidance_scale, temperature, top_k, top_p, seed, num_images
+            class_label, guidance_scale, temperature, top_k, top_p, seed, num_images, jacobi_window
         )
         if progress is not None:
             progress(0.0, desc="Sampling tokens")
@@ -505,6 +517,7 @@ class IBQDemo:
         seed: Any,
         num_images: Any,
         progress: Callable[..., Any] | None = None,
+        jacobi_window: Any = 0,
     ) -> Iterator[list[tuple[PIL.Image.Image, str]]]:
         """:meth:`generate` that also yields partial images while it samples (``limits.previews`` of them).
 
@@ -513,7 +526,7 @@ class IBQDemo:
         it as a gallery, then yields the final gallery, pixel for pixel what :meth:`generate` returns.
         """
         request = self.parse_generation_request(
-            class_label, guidance_scale, temperature, top_k, top_p, seed, num_images
+            class_label, guidance_scale, temperature, top_k, top_p, seed, num_images, jacobi_window
         )
         if progress is not None:
             progress(0.0, desc="Sampling tokens")
@@ -554,6 +567,7 @@ class IBQDemo:
                 top_k=request.top_k,
                 top_p=request.top_p,
                 num_images_per_prompt=request.num_images,
+                jacobi_window=request.jacobi_window,
                 generator=[torch.Generator().manual_seed(s) for s in request.seeds],
                 output_type="pil",
                 generation_kwargs=None if streamer is None else {"streamer": streamer},
@@ -655,7 +669,13 @@ CSS = """
 
 GENERATE_API_DESCRIPTION = (
     "Sample num_images images of one class; image i uses seed + i, so an image depends only on its class, seed "
-    "and settings. Invalid values are refused with a sentence that names the value and the valid range."
+    "and settings. jacobi_window > 0 samples with speculative Jacobi decoding (that many draft tokens verified "
+    "per forward pass: the same distribution in fewer passes, but other images for a seed than with 0, "
+    "sequential decoding). Invalid values are refused with a sentence that names the value and the valid range."
+)
+JACOBI_WINDOW_INFO = (
+    "Speculative Jacobi decoding: tokens drafted and verified per step; same distribution, fewer passes; "
+    "other images for a seed"
 )
 
 
@@ -736,6 +756,7 @@ def create_demo(
         "temperature": (SLIDER_MIN_TEMPERATURE, limits.max_temperature),
         "top_k": (0, demo_logic.vocab_size),
         "top_p": (SLIDER_MIN_TOP_P, 1.0),
+        "jacobi_window": (0, demo_logic.max_jacobi_window),
     }
     defaults = {
         name: min(max(value, ranges[name][0]), ranges[name][1])
@@ -750,13 +771,22 @@ def create_demo(
         top_p: Any,
         seed: Any,
         num_images: Any,
+        jacobi_window: Any = 0,
         progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008  (Gradio's injection idiom)
     ) -> Iterator[list[tuple[PIL.Image.Image, str]]]:
         # A generator: Gradio shows each yielded gallery (previews while sampling, then the images); API clients
         # (`Client.predict`) get the last one.
         with rejections_logged("generate"):
             yield from demo_logic.generate_progressive(
-                class_label, guidance_scale, temperature, top_k, top_p, seed, num_images, progress
+                class_label,
+                guidance_scale,
+                temperature,
+                top_k,
+                top_p,
+                seed,
+                num_images,
+                progress,
+                jacobi_window=jacobi_window,
             )
 
     def on_tokenize(
@@ -826,6 +856,15 @@ def create_demo(
                         label="Number of images",
                         elem_id="num-images",
                     )
+                jacobi_window = RangedSlider(
+                    *ranges["jacobi_window"],
+                    value=defaults["jacobi_window"],
+                    step=1,
+                    precision=0,
+                    label="Jacobi window (0 = off)",
+                    info=JACOBI_WINDOW_INFO,
+                    elem_id="jacobi-window",
+                )
                 generate_button = gr.Button("Generate", variant="primary", elem_id="gen")
             with gr.Column(scale=2):
                 gallery = gr.Gallery(
@@ -864,7 +903,7 @@ def create_demo(
 
         generate_button.click(
             on_generate,
-            inputs=[class_label, guidance, temperature, top_k, top_p, seed, num_images],
+            inputs=[class_label, guidance, temperature, top_k, top_p, seed, num_images, jacobi_window],
             outputs=gallery,
             api_name="generate",
             api_description=GENERATE_API_DESCRIPTION,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ibq_hf import IBQPipeline
+from ibq_hf import IBQARForImageGeneration, IBQPipeline, IBQVQModel
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "checkpoints" / "ibq-digits"
@@ -61,9 +62,41 @@ def test_the_classifier_rejects_wrong_labels(pipe):
 
 # ---- folders saved before the architecture step ---------------------------------------------------------------
 
-#: The module paths the bundled folder's model_index.json records (saved before models/ar_model.py and
-#: models/vq_model.py became modeling_ar.py and modeling_vq.py).
+#: The module paths folders saved before models/ar_model.py and models/vq_model.py became modeling_ar.py and
+#: modeling_vq.py record in model_index.json (the bundled folder did, until it was re-saved with its code).
 OLD_MODULE_PATHS = {"transformer": "ibq_hf.models.ar_model", "vqvae": "ibq_hf.models.vq_model"}
+
+
+def legacy_copy(destination: Path) -> Path:
+    """The bundled folder as the package saved it before the architecture step: the old module paths and plain
+    ``_class_name`` in ``model_index.json``, no shipped code, no ``auto_map``. The weights are the bundled ones."""
+    shutil.copytree(MODEL, destination, ignore=shutil.ignore_patterns("ibq_*.py", "__pycache__"))
+    index_path = destination / "model_index.json"
+    index = json.loads(index_path.read_text())
+    index["_class_name"] = "IBQPipeline"
+    for component, module in OLD_MODULE_PATHS.items():
+        index[component] = [module, index[component][1]]
+    index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    for component in OLD_MODULE_PATHS:
+        config_path = destination / component / "config.json"
+        config = json.loads(config_path.read_text())
+        config.pop("auto_map", None)
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    assert not list(destination.rglob("*.py"))
+    return destination
+
+
+def test_a_folder_naming_old_module_paths_loads_with_the_package_classes(pipe, tmp_path):
+    legacy = IBQPipeline.from_pretrained(legacy_copy(tmp_path / "legacy"), local_files_only=True)
+    assert type(legacy) is IBQPipeline
+    assert type(legacy.transformer) is IBQARForImageGeneration and type(legacy.vqvae) is IBQVQModel
+    assert "auto_map" not in legacy.vqvae.config
+    generator = torch.Generator().manual_seed(0)
+    ids = legacy(class_labels=[3], generator=generator, output_type="latent").images
+    assert torch.equal(
+        ids, pipe(class_labels=[3], generator=torch.Generator().manual_seed(0), output_type="latent").images
+    )
+
 
 # One fresh process (importing torch and the libraries costs ~15 s of CPU): first only the package, as a user does
 # (IBQPipeline comes through the lazy top level, which imports ibq_hf.pipeline on first use); then diffusers' own
@@ -94,14 +127,9 @@ print("loaded")
 """
 
 
-def test_the_bundled_folder_names_the_old_module_paths():
-    index = json.loads((MODEL / "model_index.json").read_text())
-    assert {name: index[name][0] for name in OLD_MODULE_PATHS} == OLD_MODULE_PATHS
-
-
 @pytest.mark.slow  # default-suite budget: heavy; runs in the slow set
-def test_a_folder_naming_old_module_paths_loads_in_a_fresh_process():
-    code = f"MODEL = {str(MODEL)!r}\n" + FRESH_PROCESS
+def test_a_folder_naming_old_module_paths_loads_in_a_fresh_process(tmp_path):
+    code = f"MODEL = {str(legacy_copy(tmp_path / 'legacy'))!r}\n" + FRESH_PROCESS
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600

@@ -167,6 +167,7 @@ def test_ar_card_states_the_sampling_its_numbers_used(tmp_path):
     [
         ("imagenet", None, '[207, "otter"]', "ImageNet-1k class ids"),
         ("config", "zero", "['zero', 1]", "the names in `pipe.id2label`"),
+        ("config", "0", "[0, 1]", "the names in `pipe.id2label`"),  # digit names are ids anyway
         (None, None, "[0, 1]", "(class ids)"),
     ],
 )
@@ -198,3 +199,66 @@ def test_a_failed_card_write_keeps_the_old_card(tmp_path, monkeypatch):
         write_ar_model_card(tmp_path, config, num_parameters=1, title="Second")
     assert "# First" in (tmp_path / "README.md").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md"]
+
+
+# ---- Hub metadata and the two ways to load (issue 16, items 5 and 7) ------------------------------------------
+
+
+@pytest.mark.parametrize("shipped", [True, False], ids=["with-code", "without-code"])
+def test_cards_carry_the_hub_metadata_and_both_ways_to_load(tmp_path, shipped):
+    """The YAML header has what the Hub indexes (library, task, tags, license, the converted-from repo); the body
+    shows the package's call and, when the code is in the folder, the stock call and what that code is."""
+    from ibq_hf.conversion.ar import converted_card_facts
+    from ibq_hf.conversion.tokenizer import REPORTED_TOKENIZER_RESULTS
+    from ibq_hf.remote_code import package_version
+
+    vq, ar = IBQVQModel(**TINY_TOKENIZER_CONFIG).config, IBQARConfig(**TINY_PIPELINE_AR_CONFIG)
+    facts = converted_card_facts("AR_256_B.ckpt", "B")  # what the AR and pipeline converters pass
+    tokenizer_repo = REPORTED_TOKENIZER_RESULTS[1024]["repo"]  # what the tokenizer converter passes
+    cards = {
+        "tokenizer": write_tokenizer_card(
+            tmp_path / "tok", vq, num_parameters=1, source_file="IBQ_1024.ckpt", base_model=tokenizer_repo,
+            shipped_code=shipped,
+        ),
+        "ar": write_ar_model_card(tmp_path / "ar", ar, num_parameters=1, shipped_code=shipped, **facts),
+        "pipeline": write_pipeline_card(
+            tmp_path / "pipe", vq, ar, num_parameters=1, downsample_factor=2, shipped_code=shipped, **facts
+        ),
+    }  # fmt: skip
+    expected = {  # library_name, pipeline_tag, base_model, the package's call, the stock call
+        "tokenizer": ("diffusers", "image-feature-extraction", "TencentARC/IBQ-Tokenizer-1024",
+                      "IBQVQModel.from_pretrained(", "from diffusers import AutoModel"),
+        "ar": ("transformers", "unconditional-image-generation", "TencentARC/IBQ-AR-B",
+               "IBQARForImageGeneration.from_pretrained(", "from transformers import AutoModel"),
+        "pipeline": ("diffusers", "unconditional-image-generation", "TencentARC/IBQ-AR-B",
+                     "IBQPipeline.from_pretrained(", "DiffusionPipeline.from_pretrained("),
+    }  # fmt: skip
+    for artefact, path in cards.items():
+        library, task, base_model, package_call, stock_call = expected[artefact]
+        meta = metadata_load(path)
+        assert (meta["library_name"], meta["pipeline_tag"]) == (library, task), artefact
+        assert (meta["license"], meta["base_model"]) == ("apache-2.0", base_model), artefact
+        assert {"ibq", "ibq_hf"} <= set(meta["tags"]) and ("custom_code" in meta["tags"]) is shipped, artefact
+        text = path.read_text()
+        blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+        assert "from ibq_hf import" in blocks[0] and package_call in blocks[0], artefact
+        prose = " ".join(text.split())
+        if shipped:
+            assert len(blocks) == 2, artefact
+            assert stock_call in blocks[1] and "trust_remote_code=True" in blocks[1], artefact
+            assert "ibq_hf" not in blocks[1], artefact
+            assert f"The shipped code equals the source of ibq-hf {package_version()}." in prose, artefact
+            assert "Nothing runs it unless you pass `trust_remote_code=True`" in prose, artefact
+        else:
+            assert len(blocks) == 1 and "trust_remote_code" not in text, artefact
+    # Weights that were not converted name no base model.
+    own = write_ar_model_card(tmp_path / "own", ar, num_parameters=1, trained=True, dataset="d")
+    assert "base_model" not in metadata_load(own)
+
+
+def test_a_pipeline_card_can_open_with_a_paragraph_of_its_own(tmp_path):
+    vq, ar = IBQVQModel(**TINY_TOKENIZER_CONFIG).config, IBQARConfig(**TINY_PIPELINE_AR_CONFIG)
+    card = write_pipeline_card(
+        tmp_path, vq, ar, num_parameters=10, downsample_factor=2, intro="Measured: 100 % digits."
+    ).read_text()
+    assert "Measured: 100 % digits.\n\nClass-conditional image generation with IBQ" in card

@@ -656,3 +656,16 @@ def test_reconstruct_refuses_absurd_aspect_ratios(pipe):
 
     with pytest.raises(ImageSizeError, match=r"aspect ratio of 2000:1, above the limit of 100:1"):
         pipe.reconstruct(np.zeros((1, 2000, 3), np.uint8), resolution=16)
+
+
+def test_jacobi_window_passes_through_and_keeps_greedy_images(pipe):
+    """Greedy Jacobi decoding gives sequential greedy's images; sampled images are seeded per image as usual."""
+    greedy = pipe([1, 4], do_sample=False, guidance_scale=2.0, output_type="latent").images
+    jacobi = pipe([1, 4], do_sample=False, guidance_scale=2.0, jacobi_window=6, output_type="latent").images
+    assert torch.equal(jacobi, greedy)
+    gens = lambda: [torch.Generator().manual_seed(s) for s in (11, 12)]  # noqa: E731
+    a = pipe([1, 4], generator=gens(), jacobi_window=6, output_type="latent").images
+    b = pipe([4], generator=gens()[1:], jacobi_window=6, output_type="latent").images
+    assert torch.equal(a[1:], b)
+    with pytest.raises(ValueError, match="as pipeline arguments"):
+        pipe([1], generation_kwargs={"jacobi_window": 2})

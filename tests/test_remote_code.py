@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -110,6 +112,20 @@ def test_names_carry_the_version_and_map_back_to_the_package():
     assert package_module(f"ibq_tokenizer_component_{V}") == "ibq_hf.models.modeling_vq"
     assert package_module(f"ibq_ar_component_{V}") == "ibq_hf.models.modeling_ar"
     assert package_module("diffusers") is None
+
+
+def test_the_docs_list_the_files_each_model_ships():
+    """docs/pipeline.md's table of the files written per artefact names exactly what the models ship."""
+    rows = {
+        line.split("|")[1].strip(" `"): line.split("|")[2]
+        for line in (ROOT / "docs" / "pipeline.md").read_text().splitlines()
+        if line.startswith("| `IBQ")
+    }
+    for cls, artefact in (("IBQVQModel", "tokenizer"), ("IBQARForImageGeneration", "ar")):
+        listed = {name.replace("<v>", V) for name in re.findall(r"`(ibq_\w+_<v>\.py)`", rows[cls])}
+        assert listed == set(shipped_files(artefact)), (
+            f"docs/pipeline.md, row {cls}: update it to {sorted(shipped_files(artefact))}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -211,19 +227,59 @@ def test_models_saved_alone_carry_their_code_and_ship_code_false_leaves_it_out(p
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# The committed copy in checkpoints/ibq-digits
+# ---------------------------------------------------------------------------------------------------------------
+
+REFRESH = "python scripts/refresh_bundled_code.py"
+
+
+def _refresh_script():
+    spec = importlib.util.spec_from_file_location(
+        "refresh_bundled_code", ROOT / "scripts" / "refresh_bundled_code.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_bundled_checkpoint_carries_the_code_of_todays_package_source():
+    """Its ``ibq_*.py`` files, ``model_index.json`` entries and ``auto_map`` are what ``save_pretrained`` writes from
+    the package source now (compared as text, from copies of its JSON files: no model is loaded)."""
+    stale = _refresh_script().differences(BUNDLED)
+    assert not stale, (
+        f"checkpoints/ibq-digits carries code that differs from the package source: {stale}. "
+        f"Run `{REFRESH}` (rewrites the code, not the weights) and commit the result."
+    )
+    index = json.loads((BUNDLED / "model_index.json").read_text())
+    assert index["_class_name"] == [f"ibq_pipeline_{V}", "IBQPipeline"]
+    for path in BUNDLED.rglob("*.py"):
+        assert "ibq_hf" not in absolute_imports(path.read_text()), path
+
+
+def test_the_bundled_card_is_the_one_save_pretrained_writes(pipe, tmp_path):
+    pipe.write_model_card(tmp_path, **_refresh_script().CARD_FACTS)
+    assert (tmp_path / "README.md").read_text() == (BUNDLED / "README.md").read_text(), (
+        f"checkpoints/ibq-digits/README.md is not the card the package writes today: run `{REFRESH}`."
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Without the package: bitwise the same results
 # ---------------------------------------------------------------------------------------------------------------
 
 LABELS, SEEDS = [3, 7], [0, 1]
+OTHER_VERSION = "0.0.1.dev7"
 
 STOCK = textwrap.dedent(
     """
-    import json, sys
+    import json, sys, time
+    start = time.perf_counter()
     sys.modules["ibq_hf"] = None  # `import ibq_hf` raises ImportError in this process
     import numpy as np, torch
     torch.set_num_threads(1)
     import diffusers, transformers
     from diffusers import DiffusionPipeline
+    imported = time.perf_counter()
 
     pipe = DiffusionPipeline.from_pretrained(FOLDER, trust_remote_code=True)
     generators = [torch.Generator().manual_seed(s) for s in SEEDS]
@@ -244,34 +300,39 @@ STOCK = textwrap.dedent(
         "other_mark": getattr(sys.modules[type(other).__module__], "SHIPPED_MARK", None),
         "own_mark": getattr(sys.modules[type(pipe).__module__], "SHIPPED_MARK", None),
         "ibq_hf_modules": [name for name in sys.modules if name.startswith("ibq_hf.")],
+        "seconds": {"imports": imported - start, "total": time.perf_counter() - start},
     }))
     """
 )
 
 
-@pytest.mark.slow  # a fresh process importing torch, diffusers and transformers, and 128 sampling steps: ~20 s
-def test_stock_loaders_without_the_package_give_bitwise_the_same_results(pipe, saved, tmp_path):
-    # A second folder as another ibq-hf version would write it, with code that tells itself apart.
-    other = tmp_path / "other"
-    pipe.save_pretrained(other, ship_code=False)
-    write_code(other, "pipeline", version="0.0.1.dev7")
-    with (other / "ibq_pipeline_0_0_1_dev7.py").open("a") as f:
-        f.write('\nSHIPPED_MARK = "0.0.1.dev7"\n')
-
-    generator = torch.Generator().manual_seed(0)
-    grid = pipe.transformer.config.grid_size
-    ids = torch.randint(
-        0, pipe.transformer.config.vocab_size, (len(LABELS), grid * grid - 1), generator=generator
-    )
-    side = pipe.vqvae.config.resolution
-    pixels = torch.rand(2, 3, side, side, generator=generator) * 2 - 1
-    inputs = tmp_path / "inputs.npz"
-    np.savez(inputs, ids=ids.numpy(), pixels=pixels.numpy())
-
+def assert_stock_loaders_match_the_package(folder: Path, tmp_path: Path) -> dict:
+    """Load ``folder`` with the package here and with stock diffusers / transformers (``trust_remote_code=True``) in
+    a fresh process where ``import ibq_hf`` fails; assert bitwise the same images, logits and reconstructions, the
+    shipped classes, a re-save that copies the code unchanged, and a second folder of another version loading side
+    by side with its own code. Returns the child's report (its times included)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the same arithmetic as the child's
     try:
-        loaded = IBQPipeline.from_pretrained(saved)
+        loaded = IBQPipeline.from_pretrained(folder)
+        loaded.set_progress_bar_config(disable=True)
+        # A second folder as another ibq-hf version would write it, with code that tells itself apart.
+        other = tmp_path / "other"
+        loaded.save_pretrained(other, ship_code=False)
+        write_code(other, "pipeline", version=OTHER_VERSION)
+        with (other / f"ibq_pipeline_{OTHER_VERSION.replace('.', '_')}.py").open("a") as f:
+            f.write(f'\nSHIPPED_MARK = "{OTHER_VERSION}"\n')
+
+        generator = torch.Generator().manual_seed(0)
+        grid = loaded.transformer.config.grid_size
+        ids = torch.randint(
+            0, loaded.transformer.config.vocab_size, (len(LABELS), grid * grid - 1), generator=generator
+        )
+        side = loaded.vqvae.config.resolution
+        pixels = torch.rand(2, 3, side, side, generator=generator) * 2 - 1
+        inputs = tmp_path / "inputs.npz"
+        np.savez(inputs, ids=ids.numpy(), pixels=pixels.numpy())
+
         generators = [torch.Generator().manual_seed(s) for s in SEEDS]
         images = loaded(LABELS, generator=generators, output_type="np").images
         with torch.no_grad():
@@ -280,10 +341,10 @@ def test_stock_loaders_without_the_package_give_bitwise_the_same_results(pipe, s
     finally:
         torch.set_num_threads(threads)
 
-    out = tmp_path / "stock.npz"
+    out, resaved = tmp_path / "stock.npz", tmp_path / "resaved"
     setup = (
-        f"FOLDER, OTHER, INPUTS, OUT = {str(saved)!r}, {str(other)!r}, {str(inputs)!r}, {str(out)!r}\n"
-        f"RESAVED = {str(tmp_path / 'resaved')!r}\n"
+        f"FOLDER, OTHER, INPUTS, OUT = {str(folder)!r}, {str(other)!r}, {str(inputs)!r}, {str(out)!r}\n"
+        f"RESAVED = {str(resaved)!r}\n"
         f"LABELS, SEEDS = {LABELS!r}, {SEEDS!r}\n"
     )
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -308,11 +369,10 @@ def test_stock_loaders_without_the_package_give_bitwise_the_same_results(pipe, s
     assert report["types"][3].endswith(f"ibq_modeling_ar_{V}.IBQARForImageGeneration")
     assert report["ibq_hf_modules"] == []
     # Two versions in one process: each folder ran its own code.
-    assert report["other"] == "diffusers_modules.local.ibq_pipeline_0_0_1_dev7"
-    assert (report["own_mark"], report["other_mark"]) == (None, "0.0.1.dev7")
+    assert report["other"] == f"diffusers_modules.local.ibq_pipeline_{OTHER_VERSION.replace('.', '_')}"
+    assert (report["own_mark"], report["other_mark"]) == (None, OTHER_VERSION)
 
-    code = {str(p.relative_to(saved)): p.read_text() for p in saved.rglob("*.py")}
-    resaved = tmp_path / "resaved"
+    code = {str(p.relative_to(folder)): p.read_text() for p in folder.rglob("*.py")}
     assert {str(p.relative_to(resaved)): p.read_text() for p in resaved.rglob("*.py")} == code
     assert json.loads((resaved / "model_index.json").read_text())["vqvae"] == [
         f"ibq_tokenizer_component_{V}",
@@ -323,3 +383,39 @@ def test_stock_loaders_without_the_package_give_bitwise_the_same_results(pipe, s
     assert np.array_equal(stock["images"], images)
     assert np.array_equal(stock["logits"], logits.numpy())
     assert np.array_equal(stock["recon"], recon.numpy())
+    return report
+
+
+#: The smallest pipeline with every kind of block: a 4×4 tokenizer (one downsample, attention at 2×2) and a
+#: one-layer AR model on a 2×2 grid, so the fresh process is mostly imports.
+MICRO_TOKENIZER = {
+    "resolution": 4, "ch": 32, "ch_mult": (1, 2), "num_res_blocks": 1, "attn_resolutions": (2,),
+    "z_channels": 32, "embed_dim": 8, "num_embeddings": 16,
+}  # fmt: skip
+MICRO_AR = {
+    "vocab_size": 16, "num_classes": 10, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+    "grid_size": 2, "multiple_of": 32,
+}  # fmt: skip
+
+
+# Both stock-loader tests start a fresh Python that imports torch, diffusers and transformers without ibq_hf (most
+# of their ~15-20 s). They are in the slow set to keep the default suite under 3 minutes, and `.ci/run` runs them
+# on every CI run (`-m slow -k stock_loaders`).
+@pytest.mark.slow
+def test_stock_loaders_without_the_package_give_bitwise_the_same_results(tmp_path):
+    """The default-suite run of the equality check, on a micro pipeline (the child: ~5-7 s, mostly imports)."""
+    from ibq_hf import IBQARConfig
+
+    torch.manual_seed(0)
+    micro = IBQPipeline(
+        vqvae=IBQVQModel(**MICRO_TOKENIZER).eval(),
+        transformer=IBQARForImageGeneration(IBQARConfig(**MICRO_AR)).eval(),
+    )
+    micro.save_pretrained(tmp_path / "micro")
+    assert_stock_loaders_match_the_package(tmp_path / "micro", tmp_path)
+
+
+@pytest.mark.slow  # a fresh process importing torch, diffusers and transformers, and 128 sampling steps: ~20 s
+def test_stock_loaders_give_bitwise_the_same_results_for_the_bundled_checkpoint(tmp_path):
+    """The committed ``checkpoints/ibq-digits`` itself (its code as committed), with the trained weights."""
+    assert_stock_loaders_match_the_package(BUNDLED, tmp_path)

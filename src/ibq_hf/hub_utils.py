@@ -29,7 +29,9 @@ from huggingface_hub import HfApi, ModelCard, ModelCardData
 from .remote_code import package_version, write_code
 
 __all__ = [
+    "GENERATION_PIPELINE_TAG",
     "PICKLE_PATTERNS",
+    "TOKENIZER_PIPELINE_TAG",
     "HubSaveMixin",
     "IBQARHubMixin",
     "IBQTokenizerHubMixin",
@@ -43,6 +45,12 @@ __all__ = [
 
 PAPER_URL = "https://arxiv.org/abs/2412.02692"
 ORIGINAL_REPO = "https://github.com/TencentARC/SEED-Voken"
+
+#: The Hub tasks the cards declare (``pipeline_tag``). The Hub has no class-conditional task: generation from a
+#: class id, with no text or image input, is filed under unconditional generation; a tokenizer maps pictures to
+#: code indices (features).
+GENERATION_PIPELINE_TAG = "unconditional-image-generation"
+TOKENIZER_PIPELINE_TAG = "image-feature-extraction"
 
 #: Weight files that are not safetensors never leave the machine with an upload.
 PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
@@ -107,8 +115,10 @@ _TEMPLATE = """---
 ### Without ibq-hf
 
 This repo also holds ibq-hf {{ version }}'s own modules (the `ibq_*.py` files, copied from the package when it was
-saved), so stock diffusers / transformers load it without installing ibq-hf. `trust_remote_code=True` runs those
-files on your machine: read them first, and pin a `revision` you have read.
+saved; each names the package file it came from), so stock diffusers / transformers load it without installing
+ibq-hf. The shipped code equals the source of ibq-hf {{ version }}. Nothing runs it unless you pass
+`trust_remote_code=True`, which runs those files on your machine: read them (or compare them with that release)
+first, and pin a `revision` you have read. With ibq-hf installed, the first snippet never runs them.
 
 ```python
 {{ stock_usage }}
@@ -177,7 +187,8 @@ def _render_card(
     data = ModelCardData(
         license="apache-2.0",
         library_name=library_name,
-        tags=list(dict.fromkeys(["ibq", "ibq_hf", *tags])),
+        # `custom_code`: the Hub's tag for repos whose loading runs code of their own (trust_remote_code=True).
+        tags=list(dict.fromkeys(["ibq", "ibq_hf", *tags, *(["custom_code"] if stock_usage else [])])),
         base_model=base_model,
         pipeline_tag=pipeline_tag,
         **dict(extra_card_data or {}),
@@ -360,6 +371,7 @@ def write_tokenizer_card(
         source=_source(source_file, base_model, "checkpoint"),
         base_model=base_model,
         metrics=_metrics(reported, None, ""),
+        pipeline_tag=TOKENIZER_PIPELINE_TAG,
         extra_card_data={"preprocessing_protocol": protocol} if protocol is not None else None,
     )
 
@@ -434,6 +446,7 @@ def write_ar_model_card(
         source=_source(source_file, base_model, "checkpoint"),
         base_model=base_model,
         metrics=_metrics(reported, sampling, "generation_config.json"),
+        pipeline_tag=GENERATION_PIPELINE_TAG,
     )
 
 
@@ -456,6 +469,7 @@ def write_pipeline_card(
     dataset: str | None = None,
     title: str | None = None,
     description: str | None = None,
+    intro: str | None = None,
     shipped_code: bool = False,
 ) -> Path:
     """Model card of an :class:`~ibq_hf.IBQPipeline` (configs read by attribute).
@@ -467,7 +481,8 @@ def write_pipeline_card(
 
     The other facts (``name``, ``source_file``, ``size``, ``base_model``, ``reported``, ``sampling``, ``trained``,
     ``dataset``, ``title``, ``description``, ``shipped_code``) are those of :func:`write_ar_model_card`, for the
-    pipeline as a whole (a converted pipeline's tokenizer is the one embedded in the AR checkpoint).
+    pipeline as a whole (a converted pipeline's tokenizer is the one embedded in the AR checkpoint). ``intro``: a
+    paragraph put before the description (generated or given), e.g. what was measured with these weights.
     """
     vq, ar = vqvae_config, transformer_config
     side, classes = ar.grid_size * downsample_factor, ar.num_classes
@@ -478,8 +493,10 @@ def write_pipeline_card(
             "ImageNet-1k class ids (0-999, sorted WordNet ids) or names",
         )
     elif class_names == "config":
+        # Classes named by digits ("0" … "9"): a string of digits is always an id, so show ids.
+        named = first_class_name is not None and not str(first_class_name).strip().isdigit()
         labels_repr, labels_text = (
-            f"[{first_class_name!r}, {second}]",
+            f"[{first_class_name!r}, {second}]" if named else f"[0, {second}]",
             "class ids or the names in `pipe.id2label`",
         )
     else:
@@ -525,7 +542,7 @@ def write_pipeline_card(
         save_directory,
         stock_usage=stock_usage if shipped_code else None,
         title=title or default_title,
-        description=description or text,
+        description=(f"{intro.strip()}\n\n" if intro else "") + (description or text),
         usage=usage,
         library_name="diffusers",
         tags=["image-generation", "class-conditional", "autoregressive"],
@@ -534,7 +551,7 @@ def write_pipeline_card(
         ),
         base_model=base_model,
         metrics=_metrics(reported, sampling, "transformer/generation_config.json"),
-        pipeline_tag="unconditional-image-generation",
+        pipeline_tag=GENERATION_PIPELINE_TAG,
     )
 
 

@@ -277,6 +277,7 @@ class IBQPipeline(HubSaveMixin, DiffusionPipeline):
         do_sample: bool | None = None,
         generation_kwargs: Mapping[str, Any] | None = None,
         step_callback: Callable[[int, torch.LongTensor], None] | None = None,
+        jacobi_window: int | None = None,
     ) -> ImagePipelineOutput | tuple:
         r"""Generate images of the given classes.
 
@@ -302,6 +303,10 @@ class IBQPipeline(HubSaveMixin, DiffusionPipeline):
             step_callback: called as ``step_callback(step, tokens)`` after each sampled token (``tokens``
                 [B, step + 1], the ids so far); the progress bar advances by the same mechanism, per call, so
                 concurrent calls (e.g. a demo server) never move each other's bars.
+            jacobi_window: speculative Jacobi decoding: verify this many draft tokens per forward pass (fewer
+                passes, the same sampling distribution; greedy decoding gives the same tokens). ``None`` takes the
+                generation config's value (default 0 = sequential). A seed gives a different image with and
+                without it, the same image for the same window. See ``docs/jacobi_decoding.md``.
 
         Unset sampling arguments come from ``pipe.transformer.generation_config`` (for converted models: the
         paper's temperature and guidance scale of that size).
@@ -333,7 +338,7 @@ class IBQPipeline(HubSaveMixin, DiffusionPipeline):
         extra = dict(generation_kwargs or {})
         own = {
             "class_labels", "guidance_scale", "temperature", "top_k", "top_p", "do_sample", "generator",
-            "step_callback",
+            "step_callback", "jacobi_window",
         }  # fmt: skip
         clashing = sorted(set(extra) & own)
         if clashing:
@@ -358,6 +363,7 @@ class IBQPipeline(HubSaveMixin, DiffusionPipeline):
                 top_p=top_p,
                 generator=generator,
                 step_callback=on_step,
+                jacobi_window=jacobi_window,
                 **extra,
             )
         indices = tokens.view(batch, grid, grid)

@@ -301,3 +301,16 @@ def test_evaluate_sample_refuses_non_finite_settings(model_dir, tmp_path, capsys
         with pytest.raises(SystemExit) as info:
             main([*args, option, "nan"])
         assert info.value.code == 2 and "must be a finite number" in capsys.readouterr().err
+
+
+def test_generate_with_a_jacobi_window_gives_the_greedy_images(model_dir, tmp_path, capsys):
+    grids = []
+    for extra in ([], ["--jacobi-window", "5"]):
+        out = tmp_path / f"grid{len(extra)}.png"
+        args = ["generate", "--model", str(model_dir), "--class", "3", "--num-images", "2", "--greedy",
+                "--output", str(out), "--device", "cpu", "--upscale", "1", "--gutter", "0", "--no-labels", *extra]  # fmt: skip
+        assert main(args) == 0
+        grids.append(np.asarray(PIL.Image.open(out)))
+    np.testing.assert_array_equal(grids[0], grids[1])
+    with pytest.raises(SystemExit):
+        main(["generate", "--model", str(model_dir), "--class", "3", "--jacobi-window", "x"])

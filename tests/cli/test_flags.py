@@ -32,12 +32,13 @@ SHARED = (
     "--temperature",
     "--top-k",
     "--top-p",
+    "--jacobi-window",
     "--protocol",
     "--batch-size",
     "--no-progress",
     "--overwrite",
 )
-GENERATION = ("--guidance-scale", "--temperature", "--top-k", "--top-p")
+GENERATION = ("--guidance-scale", "--temperature", "--top-k", "--top-p", "--jacobi-window")
 
 
 def commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):

@@ -130,6 +130,7 @@ def test_digits_labels_and_defaults(demo):
     defaults = demo.generation_defaults()
     assert defaults["guidance_scale"] == 2.0  # the bundled model's generation config
     assert defaults["top_p"] == 1.0
+    assert defaults["jacobi_window"] == 0  # sequential decoding unless the generation config sets a window
 
 
 @pytest.mark.parametrize("value, expected", [(3, 3), (3.0, 3), ("7", 7), ("7: 7", 7), (np.int64(9), 9)])
@@ -196,6 +197,11 @@ def test_imagenet_labels(app_module):
         ({"num_images": 0}, r"Number of images must lie in \[1, 8\]"),
         ({"num_images": 9}, "Number of images must lie"),
         ({"class_label": 10}, "out of range"),
+        ({"jacobi_window": -1}, r"Jacobi window must lie in \[0, 32\], got -1\."),
+        ({"jacobi_window": 33}, r"Jacobi window must lie in \[0, 32\]"),
+        ({"jacobi_window": 2.5}, "Jacobi window must be a whole number, got 2.5"),
+        ({"jacobi_window": "four"}, "Jacobi window must be a number, got 'four'"),
+        ({"jacobi_window": None}, "Jacobi window is empty"),
     ],
 )
 def test_generate_validation(demo, overrides, message):
@@ -207,9 +213,67 @@ def test_parse_generation_request(app_module, demo):
     """Raw API values (ids as strings, whole floats, numeric strings) → checked settings of the right types."""
     request = demo.parse_generation_request("7", "1", 0.05, 256.0, "0.5", "42", 8)
     assert request == app_module.GenerationRequest(7, 1.0, 0.05, 256, 0.5, 42, 8)
+    assert request.jacobi_window == 0  # omitted: sequential decoding
     assert all(
         isinstance(v, int) for v in (request.class_id, request.top_k, request.seed, request.num_images)
     )
+    windowed = demo.parse_generation_request("7", "1", 0.05, 256.0, "0.5", "42", 8, jacobi_window="4.0")
+    assert windowed == app_module.GenerationRequest(7, 1.0, 0.05, 256, 0.5, 42, 8, jacobi_window=4)
+    assert type(windowed.jacobi_window) is int
+    # The largest window: DemoLimits.max_jacobi_window (32) for the digits model's 64 tokens.
+    assert demo.max_jacobi_window == 32
+    assert demo.parse_generation_request(7, 2, 1, 0, 1, 0, 1, 32).jacobi_window == 32
+
+
+def _pipeline_images(pipe, class_id, seeds, **settings):
+    """The pipeline called directly, one generator per image: the reference a demo request must reproduce."""
+    return [
+        np.asarray(image)
+        for image in pipe(
+            class_labels=[class_id],
+            num_images_per_prompt=len(seeds),
+            generator=[torch.Generator().manual_seed(s) for s in seeds],
+            output_type="pil",
+            **settings,
+        ).images
+    ]
+
+
+def _native(gallery, factor=8):
+    """Gallery images (enlarged ×factor, nearest) → the model's own pixels."""
+    return [np.asarray(image)[::factor, ::factor] for image, _ in gallery]
+
+
+def test_generate_with_a_jacobi_window_equals_the_pipeline(demo, digits_pipe):
+    """Window 4: pixel for pixel ``pipe(..., jacobi_window=4, generator=[per-image seeds])``; window 0 is
+    sequential decoding, today's output; the two differ for the same seeds (the random streams are used
+    differently). A request without a window is window 0 (`test_parse_generation_request`)."""
+    settings = dict(guidance_scale=2.0, temperature=1.0, top_k=0, top_p=1.0)
+    gallery = _generate(demo, class_label=5, seed=11, num_images=2, jacobi_window=4)
+    assert [caption for _, caption in gallery] == ["5: 5 · seed 11", "5: 5 · seed 12"]  # captions unchanged
+    windowed = _pipeline_images(digits_pipe, 5, [11, 12], jacobi_window=4, **settings)
+    assert all(np.array_equal(a, b) for a, b in zip(_native(gallery), windowed, strict=True))
+
+    sequential = _pipeline_images(digits_pipe, 5, [11, 12], **settings)  # no window: today's output
+    request = _generate(demo, class_label=5, seed=11, num_images=2, jacobi_window=0)
+    assert all(np.array_equal(a, b) for a, b in zip(_native(request), sequential, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(windowed, sequential, strict=True))
+
+
+def test_jacobi_window_is_capped_by_the_token_count(app_module):
+    """A model with few tokens offers windows up to its token count − 1 (here a 2×2 grid: 3)."""
+    torch.manual_seed(0)
+    pipe = IBQPipeline(
+        vqvae=IBQVQModel(**TINY_TOKENIZER_CONFIG).eval(),
+        transformer=IBQARForImageGeneration(IBQARConfig(**dict(TINY_PIPELINE_AR_CONFIG, grid_size=2))).eval(),
+    )
+    logic = app_module.IBQDemo(pipe)
+    assert logic.max_jacobi_window == 3
+    with pytest.raises(gr.Error, match=r"Jacobi window must lie in \[0, 3\], got 4"):
+        logic.parse_generation_request(0, 2.0, 1.0, 0, 1.0, 0, 1, jacobi_window=4)
+    blocks = app_module.create_demo(pipe=pipe)
+    slider = next(c for c in blocks.blocks.values() if getattr(c, "elem_id", None) == "jacobi-window")
+    assert (slider.minimum, slider.maximum, slider.value) == (0, 3, 0)
 
 
 def test_generate_gallery(demo):
@@ -300,13 +364,36 @@ def test_generate_progressive_yields_previews_then_the_images(app_module, digits
         list(logic.generate_progressive(**settings))
 
 
+def test_generate_progressive_with_a_jacobi_window(app_module, digits_pipe):
+    """With a window the streamer still gets every token in order (several per pass): previews, then the final
+    gallery, pixel for pixel what :meth:`generate` returns with the same window."""
+    logic = app_module.IBQDemo(digits_pipe, app_module.DemoLimits(previews=3))
+    settings = dict(
+        class_label=7, guidance_scale=2.0, temperature=1.0, top_k=0, top_p=1.0, seed=4, num_images=2
+    )
+    *previews, final = list(logic.generate_progressive(**settings, jacobi_window=6))
+    assert 1 <= len(previews) <= 3
+    done = [int(gallery[0][1].rsplit(" · ", 1)[1].split("/")[0]) for gallery in previews]
+    assert done == sorted(done) and all(0 < n < 64 for n in done)
+    expected = logic.generate(**settings, jacobi_window=6)
+    assert [caption for _, caption in final] == [caption for _, caption in expected]
+    assert all(np.array_equal(a, b) for a, b in zip(_native(final), _native(expected), strict=True))
+    # Positional callers are unchanged: the eighth argument is still `progress`.
+    calls = []
+    positional = logic.generate(7, 2.0, 1.0, 0, 1.0, 4, 2, lambda *a, **k: calls.append(k), jacobi_window=6)
+    assert calls and all(
+        np.array_equal(a, b) for a, b in zip(_native(positional), _native(expected), strict=True)
+    )
+
+
 def test_generate_endpoint_streams_through_the_pipeline_streamer(app_module, blocks, monkeypatch):
     """The Generate event is a generator (Gradio shows each gallery) fed by the pipeline's ``streamer=``."""
-    streamers = []
+    streamers, windows = [], []
     call = type(blocks.ibq_demo.pipe).__call__
 
     def spy(self, *args, **kwargs):
         streamers.append((kwargs.get("generation_kwargs") or {}).get("streamer"))
+        windows.append(kwargs.get("jacobi_window"))
         return call(self, *args, **kwargs)
 
     monkeypatch.setattr(type(blocks.ibq_demo.pipe), "__call__", spy)
@@ -314,6 +401,9 @@ def test_generate_endpoint_streams_through_the_pipeline_streamer(app_module, blo
     assert len(streamers) == 1 and isinstance(streamers[0], app_module.PreviewStreamer)
     assert len(galleries) >= 2  # at least one preview, then the images
     assert [caption for _, caption in galleries[-1]] == ["3: 3 · seed 0"]
+    # The window control is the event's last input; the handler hands it to the pipeline.
+    galleries = list(_endpoint(blocks, "generate").fn(3, 2.0, 1.0, 0, 1.0, 0, 1, 5))
+    assert windows == [0, 5] and len(galleries) >= 2
 
 
 # ---- tokenization -----------------------------------------------------------------------------------------
@@ -545,12 +635,36 @@ def test_api_listing_says_what_the_class_picker_accepts(blocks):
     assert params["top_k"]["python_type"] == {"type": "int", "description": "a whole number from 0 to 256"}
     assert params["seed"]["python_type"]["description"] == "a whole number from 0 to 4294967295"
     assert params["num_images"]["python_type"]["description"] == "a whole number from 1 to 2"
+    assert list(params)[-1] == "jacobi_window"  # last: positional API calls keep their order
+    assert params["jacobi_window"]["python_type"] == {
+        "type": "int",
+        "description": "a whole number from 0 to 32",
+    }
+    assert (
+        params["jacobi_window"]["parameter_has_default"] and params["jacobi_window"]["parameter_default"] == 0
+    )
+    assert params["jacobi_window"]["label"] == "Jacobi window (0 = off)"
+    description = blocks.get_api_info()["named_endpoints"]["/generate"]["description"]
+    assert "jacobi_window > 0 samples with speculative Jacobi decoding" in description
+
+
+def test_api_callers_that_omit_the_jacobi_window_get_0(blocks):
+    """A `gradio_client` call written before the control existed (7 values) is filled with the listed default."""
+    from gradio_client.utils import construct_args
+
+    parameters = blocks.get_api_info()["named_endpoints"]["/generate"]["parameters"]
+    for args, kwargs in (((7, 2.0, 1.0, 0, 1.0, 0, 1), {}), ((7,), {"seed": 3}), ((), {"class_label": 7})):
+        values = construct_args(parameters, args, kwargs)
+        raw = _preprocess(blocks, "generate", values)
+        assert blocks.ibq_demo.parse_generation_request(*raw).jacobi_window == 0
+    raw = _preprocess(blocks, "generate", construct_args(parameters, (7,), {"jacobi_window": 4}))
+    assert blocks.ibq_demo.parse_generation_request(*raw).jacobi_window == 4
 
 
 @pytest.mark.parametrize("value", ["7", 7, 7.0, "7: 7", " 7 "])
 def test_api_accepts_class_ids_as_listed(blocks, value):
     """Through Gradio's own input processing (the server path), then the handler's parsing."""
-    raw = _preprocess(blocks, "generate", [value, 2.0, 1.0, 0, 1.0, 0, 1])
+    raw = _preprocess(blocks, "generate", [value, 2.0, 1.0, 0, 1.0, 0, 1, 0])
     assert blocks.ibq_demo.parse_generation_request(*raw).class_id == 7
 
 
@@ -565,7 +679,7 @@ def test_api_accepts_class_names(app_module):
     )
     blocks = app_module.create_demo(pipe=pipe)
     for value in ("golden retriever", "207", 207, "207: golden retriever"):
-        raw = _preprocess(blocks, "generate", [value, 2.0, 1.0, 0, 1.0, 0, 1])
+        raw = _preprocess(blocks, "generate", [value, 2.0, 1.0, 0, 1.0, 0, 1, 0])
         assert blocks.ibq_demo.parse_generation_request(*raw).class_id == 207
     description = app_module.ClassPicker(choices=blocks.ibq_demo.label_choices()).api_info()
     assert "class id 0 to 999" in description["additional_description"]
@@ -584,16 +698,26 @@ def test_controls_offer_only_valid_values(blocks):
         "RangedSlider",
         "RangedNumber",
         "RangedSlider",
+        "RangedSlider",
     ]
     demo_logic = blocks.ibq_demo
     for _, value in controls[0].choices:
         assert demo_logic.parse_class_label(value) == value
     for pick in (lambda c: c.minimum, lambda c: c.maximum, lambda c: c.value):
-        values = [controls[0].choices[-1][1], *(pick(c) for c in controls[1:])]
-        gallery = demo_logic.generate(*values)
+        *values, window = [controls[0].choices[-1][1], *(pick(c) for c in controls[1:])]
+        gallery = demo_logic.generate(*values, jacobi_window=window)
         assert len(gallery) == values[-1]
     guidance = controls[1]
     assert guidance.minimum == 1.0 and guidance.step == pytest.approx(0.1)
+    window = controls[-1]
+    assert (window.elem_id, window.minimum, window.maximum, window.value, window.step) == (
+        "jacobi-window",
+        0,
+        32,
+        0,
+        1,
+    )
+    assert window.info.startswith("Speculative Jacobi decoding: tokens drafted and verified per step")
 
 
 def test_rejected_request_is_one_log_line(blocks, caplog):
@@ -608,12 +732,15 @@ def test_rejected_request_is_one_log_line(blocks, caplog):
     assert raised.value.print_exception is False
     with pytest.raises(gr.Error, match=r"Guidance scale must lie in \[1, 20\], got 0\.5"):
         generate(7, 0.5, 1.0, 0, 1.0, 0, 1)
+    with pytest.raises(gr.Error, match=r"Jacobi window must lie in \[0, 32\], got -1\."):
+        generate(7, 2.0, 1.0, 0, 1.0, 0, 1, -1)
     with pytest.raises(gr.Error, match="Upload an image first"):
         _endpoint(blocks, "tokenize").fn(None)
     lines = [record.getMessage() for record in caplog.records]
     assert lines == [
         "rejected /generate request: Class 12 is out of range: this model has 10 classes, ids 0 to 9.",
         "rejected /generate request: Guidance scale must lie in [1, 20], got 0.5.",
+        "rejected /generate request: Jacobi window must lie in [0, 32], got -1.",
         "rejected /tokenize request: Upload an image first (PNG, JPEG, WEBP, BMP, GIF or TIFF).",
     ]
     assert all(record.exc_info is None and record.levelname == "WARNING" for record in caplog.records)

@@ -167,6 +167,10 @@ def test_generate_and_reconstruct_in_browser(server, playwright_api, photo, caps
             # ---- The controls offer only values the model accepts (guidance below 1 always failed).
             guidance = page.locator("#guidance input[type=range]")
             assert (guidance.get_attribute("min"), guidance.get_attribute("max")) == ("1", "20")
+            window = page.locator("#jacobi-window input[type=range]")
+            assert (window.get_attribute("min"), window.get_attribute("max")) == ("0", "32")
+            assert window.input_value() == "0"  # off by default: sequential decoding
+            assert "Speculative Jacobi decoding" in page.locator("#jacobi-window").inner_text()
 
             # ---- Generate: pick class 7 in the dropdown, 4 images (the default), wait for the gallery.
             dropdown = page.locator("#class-label input")
@@ -174,6 +178,10 @@ def test_generate_and_reconstruct_in_browser(server, playwright_api, photo, caps
             dropdown.fill("7")
             page.get_by_role("option", name="7: 7").click()
             assert dropdown.input_value() == "7: 7"
+            window_box = page.locator("#jacobi-window input[type=number]")
+            window_box.fill("4")  # speculative Jacobi decoding from the page: the same gallery, other pixels
+            window_box.press("Enter")
+            assert window.input_value() == "4"
             page.locator("#gen").click()
             page.locator("#gallery img").nth(3).wait_for(state="visible")
             assert page.locator("#gallery img").count() >= 4
@@ -250,6 +258,7 @@ def test_api_with_gradio_client(server, tmp_path, monkeypatch, capsys):
     assert params["class_label"]["python_type"]["type"] == "int | str"
     assert "as an int (e.g. 9) or a string (e.g. '9')" in params["class_label"]["python_type"]["description"]
     assert params["guidance_scale"]["python_type"]["description"] == "a number from 1 to 20"
+    assert list(params)[-1] == "jacobi_window" and params["jacobi_window"]["parameter_default"] == 0
     rendered = client.view_api(print_info=False, return_format="str")
     assert "class_label: int | str" in rendered and "Literal" not in rendered
 
@@ -263,6 +272,10 @@ def test_api_with_gradio_client(server, tmp_path, monkeypatch, capsys):
         assert all(pixels.shape == (256, 256, 3) for pixels in results[value])
     for other in ("7", "7: 7"):  # the same class and seeds: the same pictures however the class was named
         assert all(np.array_equal(a, b) for a, b in zip(results[7], results[other], strict=True))
+    # Speculative Jacobi decoding (last parameter; omitted above = 0): the same captions, other pictures.
+    gallery = client.predict(class_label=7, **settings, jacobi_window=4, api_name="/generate")
+    assert [item["caption"] for item in gallery] == ["7: 7 · seed 3", "7: 7 · seed 4"]
+    assert not all(np.array_equal(a, b) for a, b in zip(results[7], _gallery_pixels(gallery), strict=True))
 
     refused = {
         "12": "Class 12 is out of range: this model has 10 classes, ids 0 to 9.",
@@ -272,13 +285,15 @@ def test_api_with_gradio_client(server, tmp_path, monkeypatch, capsys):
         with pytest.raises(AppError) as error:
             client.predict(class_label=value, **settings, api_name="/generate")
         assert message in error.value.message
+    with pytest.raises(AppError, match=r"Jacobi window must be a whole number, got 2\.5\."):
+        client.predict(class_label=7, **settings, jacobi_window=2.5, api_name="/generate")
     with pytest.raises(AppError, match=r"Guidance scale must lie in \[1, 20\], got 0\.5\."):
         client.predict(class_label=7, **{**settings, "guidance_scale": 0.5}, api_name="/generate")
 
     _wait_for_log_line(server.log, "rejected /generate request: Guidance scale")
     log = server.log.read_text()[log_start:]
     rejected = [line for line in log.splitlines() if "rejected /generate request:" in line]
-    assert len(rejected) == 3, log
+    assert len(rejected) == 4, log
     assert "Traceback" not in log, log
     with capsys.disabled():
         print(

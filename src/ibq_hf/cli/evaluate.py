@@ -362,6 +362,7 @@ def run_sample(args: argparse.Namespace) -> dict[str, Any] | None:
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
+        jacobi_window=args.jacobi_window,
         rounding=args.rounding,
         accelerator=state if state.num_processes > 1 else None,
         progress=not args.no_progress and state.is_local_main_process,

@@ -108,8 +108,9 @@ def add_seed_argument(
 
 
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--guidance-scale``, ``--temperature``, ``--top-k``, ``--top-p``: sampling settings. Unset (``None``)
-    means the model's ``generation_config``; non-finite values are refused by argparse (:func:`finite_float`)."""
+    """``--guidance-scale``, ``--temperature``, ``--top-k``, ``--top-p``, ``--jacobi-window``: sampling settings.
+    Unset (``None``) means the model's ``generation_config``; non-finite values are refused by argparse
+    (:func:`finite_float`)."""
     parser.add_argument(
         "--guidance-scale",
         type=finite_float,
@@ -133,6 +134,13 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
         type=finite_float,
         default=None,
         help=f"nucleus sampling mass (1.0 = off; {_GENERATION_CONFIG_DEFAULT})",
+    )
+    parser.add_argument(
+        "--jacobi-window",
+        type=int,
+        default=None,
+        help="speculative Jacobi decoding: draft tokens verified per forward pass (0 = sequential; same "
+        f"distribution, fewer passes, other images for a seed; {_GENERATION_CONFIG_DEFAULT})",
     )
 
 

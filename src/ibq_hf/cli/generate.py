@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> None:
         top_k=args.top_k,
         top_p=args.top_p,
         do_sample=False if args.greedy else None,
+        jacobi_window=args.jacobi_window,
     ).images
     width, height = images[0].size
     upscale = auto_upscale(width, height) if args.upscale is None else args.upscale

@@ -175,6 +175,7 @@ def sample_for_fid(
     temperature: float | None = None,
     top_k: int | None = None,
     top_p: float | None = None,
+    jacobi_window: int | None = None,
     rounding: str = "round",
     accelerator: Any | None = None,
     progress: bool = True,
@@ -191,7 +192,8 @@ def sample_for_fid(
     ``accelerate.Accelerator`` of W processes, rank r draws positions r, r + W, ... into a shard next to
     ``output``; rank 0 then merges them in position order (streamed) into ``arr_0`` (uint8 [N, H, W, 3]) and
     ``arr_1`` (labels), and writes ``<output>.json`` with the settings. Unset sampling settings come from
-    ``pipe.transformer.generation_config`` (the per-model temperature / CFG of the paper).
+    ``pipe.transformer.generation_config`` (the per-model temperature / CFG of the paper). ``jacobi_window``
+    samples with speculative Jacobi decoding (the same distribution, other images per seed).
     Returns the settings dict on rank 0, None elsewhere.
     """
     if rounding not in UINT8_ROUNDINGS:
@@ -212,6 +214,7 @@ def sample_for_fid(
         temperature=temperature,
         top_k=top_k,
         top_p=top_p,
+        jacobi_window=jacobi_window,
     )
     rank = accelerator.process_index if accelerator is not None else 0
     world = accelerator.num_processes if accelerator is not None else 1
@@ -233,6 +236,7 @@ def sample_for_fid(
             temperature=temperature,
             top_k=top_k,
             top_p=top_p,
+            jacobi_window=jacobi_window,
             output_type="latent",
         ).images
         uint8 = np.concatenate([_decode_one(pipe, t, rounding) for t in tokens])
@@ -273,7 +277,10 @@ def sample_for_fid(
         "order": "shuffled: position p holds image sample_order(seed, num_images)[p]"
         if shuffle
         else "class order: position p holds image p",
-        **{name: sampling[name] for name in ("guidance_scale", "temperature", "top_k", "top_p")},
+        **{
+            name: sampling[name]
+            for name in ("guidance_scale", "temperature", "top_k", "top_p", "jacobi_window")
+        },
         "rounding": rounding,
         "num_processes": world,
         "seconds": round(time.perf_counter() - start, 2),

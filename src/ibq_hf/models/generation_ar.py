@@ -37,6 +37,9 @@ from transformers.generation.logits_process import (
     TemperatureLogitsWarper,
     TopKLogitsWarper,
 )
+from transformers.utils import ModelOutput
+
+from .jacobi_decoding import jacobi_decode
 
 if TYPE_CHECKING:
     from transformers.generation.streamers import BaseStreamer
@@ -46,6 +49,7 @@ __all__ = [
     "GENERATION_DEFAULTS",
     "GUIDANCE_SCHEDULES",
     "IBQARGenerationMixin",
+    "IBQGenerateOutput",
     "IBQTopPLogitsWarper",
     "build_logits_processor",
     "resolve_generation_settings",
@@ -66,6 +70,7 @@ GENERATION_DEFAULTS: dict[str, Any] = {
     "top_p": 1.0,
     "cache_implementation": "dynamic",
     "compile_config": None,
+    "jacobi_window": 0,
 }
 
 
@@ -119,6 +124,7 @@ def resolve_generation_settings(
         "top_p": _finite_number("top_p", values["top_p"]),
         "cache_implementation": str(values["cache_implementation"]),
         "compile_config": values["compile_config"],
+        "jacobi_window": _whole_number("jacobi_window", values["jacobi_window"]),
     }
     _check_settings(settings)
     merged.validate(user_set_attributes=user_set)
@@ -152,6 +158,11 @@ def _check_settings(s: dict[str, Any]) -> None:
         raise ValueError(f"top_k must be >= 0 (0 disables it); got {s['top_k']}.")
     if not 0.0 < s["top_p"] <= 1.0:
         raise ValueError(f"top_p must lie in (0, 1] (1.0 disables it); got {s['top_p']}.")
+    if s["jacobi_window"] < 0:
+        raise ValueError(
+            f"jacobi_window must be >= 0 (draft tokens verified per forward pass; 0 = sequential decoding); "
+            f"got {s['jacobi_window']}."
+        )
     if s["cache_implementation"] not in CACHE_IMPLEMENTATIONS:
         raise ValueError(
             f"cache_implementation must be one of {CACHE_IMPLEMENTATIONS}; got {s['cache_implementation']!r}."
@@ -208,6 +219,7 @@ class _GenerationSettings:
     top_p: float
     cache_implementation: str
     compile_config: CompileConfig | None
+    jacobi_window: int
 
     @property
     def guided(self) -> bool:
@@ -325,6 +337,28 @@ def _check_streamer(streamer: Any) -> None:
 # --------------------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class IBQGenerateOutput(ModelOutput):
+    """``generate(..., return_dict_in_generate=True)``: the tokens and what decoding them cost.
+
+    Args:
+        sequences: image-token ids [B, grid_size²] in raster order.
+        num_forward_passes: batched forward passes of the transformer (sequential decoding: one per image token).
+        forward_passes_per_sample: passes each sample took part in until it was complete [B] (CPU LongTensor).
+        mean_tokens_per_pass: image tokens per forward pass, averaged over the samples' passes
+            (``B·N / forward_passes_per_sample.sum()``; 1.0 for sequential decoding).
+        acceptance_rate_by_position: speculative Jacobi decoding only, else ``None``: for each draft index ``j``
+            of the window, the fraction of verified drafts that were accepted [L] (fp32, NaN where none was
+            verified). A draft is verified only when every draft before it was accepted.
+    """
+
+    sequences: torch.LongTensor | None = None
+    num_forward_passes: int | None = None
+    forward_passes_per_sample: torch.LongTensor | None = None
+    mean_tokens_per_pass: float | None = None
+    acceptance_rate_by_position: torch.Tensor | None = None
+
+
 class IBQARGenerationMixin(GenerationMixin):
     """``generate()`` for :class:`~ibq_hf.models.modeling_ar.IBQARForImageGeneration`.
 
@@ -353,8 +387,10 @@ class IBQARGenerationMixin(GenerationMixin):
         logits_processor: Sequence[Callable[[torch.LongTensor, torch.Tensor], torch.Tensor]] | None = None,
         streamer: BaseStreamer | None = None,
         step_callback: Callable[[int, torch.LongTensor], None] | None = None,
+        jacobi_window: int | None = None,
+        return_dict_in_generate: bool = False,
         **kwargs: Any,
-    ) -> torch.LongTensor:
+    ) -> torch.LongTensor | IBQGenerateOutput:
         """Sample image-token ids [B, grid_size²] for ``class_labels`` [B].
 
         Unset arguments come from ``generation_config`` (default: ``self.generation_config``, which the converter
@@ -392,16 +428,26 @@ class IBQARGenerationMixin(GenerationMixin):
                 ``tokens`` [B, step + 1] the ids so far (a view: copy it to keep it). For progress bars and
                 previews; it runs outside the compiled decode step and owns no shared state, so concurrent calls
                 do not see each other's steps.
+            jacobi_window: speculative Jacobi decoding with this many draft tokens verified per forward pass
+                (:mod:`~ibq_hf.models.jacobi_decoding`); ``None`` (the generation config's value, default 0) or 0
+                is sequential decoding. Sampling keeps exactly the distribution of sequential decoding, with fewer
+                passes; greedy decoding gives the same tokens. Windows longer than ``grid_size² − 1`` are
+                shortened to it. A seed gives a different image than without it (the random numbers are used
+                differently), the same image for the same window, and with a list of generators an image still
+                depends only on its class, generator and settings. ``streamer`` and ``step_callback`` then get
+                each image token once every sample of the batch has it (possibly several per pass).
+            return_dict_in_generate: return an :class:`IBQGenerateOutput` (tokens, forward passes, tokens per
+                pass, acceptance by window position) instead of the tokens alone.
 
         Returns:
-            LongTensor [B, grid_size²] of image-token ids in raster order.
+            LongTensor [B, grid_size²] of image-token ids in raster order, or an :class:`IBQGenerateOutput`.
         """
         if kwargs:
             raise ValueError(
                 f"Unknown generate() arguments: {sorted(kwargs)}. Supported: class_labels, guidance_scale, "
                 "do_sample, temperature, top_k, top_p, generator, guidance_schedule, guidance_cutoff, "
                 "cache_implementation, compile_config, generation_config, logits_processor, streamer, "
-                "step_callback."
+                "step_callback, jacobi_window, return_dict_in_generate."
             )
         settings = _GenerationSettings(
             **resolve_generation_settings(
@@ -415,6 +461,7 @@ class IBQARGenerationMixin(GenerationMixin):
                 top_p=top_p,
                 cache_implementation=cache_implementation,
                 compile_config=compile_config,
+                jacobi_window=jacobi_window,
             )
         )
         _check_streamer(streamer)
@@ -426,22 +473,59 @@ class IBQARGenerationMixin(GenerationMixin):
         if generator is not None and not isinstance(generator, torch.Generator):
             _check_generator(generator, batch)  # also when greedy decoding ignores it
         num_steps = self.config.num_image_tokens
-        uniforms = self._draw_uniforms(generator, batch, num_steps) if settings.do_sample else None
+        window = min(settings.jacobi_window, num_steps - 1)
+        has_user_processors = logits_processor is not None and len(logits_processor) > 0
 
         was_training = self.training
         self.eval()
         try:
-            return self._generate_tokens(
-                labels,
-                settings,
-                uniforms,
-                processors,
-                check_finite=logits_processor is not None and len(logits_processor) > 0,
-                streamer=streamer,
-                step_callback=step_callback,
-            )
+            if window > 0:
+                uniforms = None
+                if settings.do_sample:
+                    block = 2 * window + 1
+                    uniforms = self._draw_uniforms(generator, batch, (1 + num_steps) * block)
+                    uniforms = uniforms.view(batch, 1 + num_steps, block)
+                tokens, statistics = jacobi_decode(
+                    self,
+                    labels,
+                    settings,
+                    window,
+                    uniforms,
+                    build_logits_processor(
+                        settings.do_sample, settings.temperature, settings.top_k, settings.top_p
+                    ),
+                    list(logits_processor) if has_user_processors else None,
+                    check_finite=has_user_processors,
+                    streamer=streamer,
+                    step_callback=step_callback,
+                )
+                num_passes = statistics.num_forward_passes
+                per_sample = statistics.forward_passes_per_sample
+                verified = statistics.drafts_verified.float()
+                rates = statistics.drafts_accepted.float() / verified.masked_fill(verified == 0, float("nan"))
+            else:
+                uniforms = self._draw_uniforms(generator, batch, num_steps) if settings.do_sample else None
+                tokens = self._generate_tokens(
+                    labels,
+                    settings,
+                    uniforms,
+                    processors,
+                    check_finite=has_user_processors,
+                    streamer=streamer,
+                    step_callback=step_callback,
+                )
+                num_passes, per_sample, rates = num_steps, torch.full((batch,), num_steps), None
         finally:
             self.train(was_training)
+        if not return_dict_in_generate:
+            return tokens
+        return IBQGenerateOutput(
+            sequences=tokens,
+            num_forward_passes=num_passes,
+            forward_passes_per_sample=per_sample,
+            mean_tokens_per_pass=batch * num_steps / float(per_sample.sum()),
+            acceptance_rate_by_position=rates,
+        )
 
     def _generate_tokens(
         self,
@@ -520,6 +604,33 @@ class IBQARGenerationMixin(GenerationMixin):
         """One cached decode step: ids [R, 1] at sequence position ``position`` [1] → logits [R, V]."""
         hidden = self.token_drop(self.tok_emb(input_ids))
         return self._transformer(hidden, cond, position, cache, modulations)[:, -1]
+
+    def _jacobi_pass(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        cond: torch.Tensor,
+        cache: Cache,
+        modulations: tuple[Sequence[torch.Tensor], torch.Tensor],
+    ) -> torch.Tensor:
+        """One speculative Jacobi pass: ids [R, L+1] at per-row ``positions`` [R, L+1] → logits [R, L+1, V].
+
+        Position 0 is the class token: its input is the class embedding, whatever id stands there.
+        """
+        hidden = self.token_drop(self.tok_emb(input_ids))
+        hidden = torch.where((positions == 0)[..., None], cond[:, None, :].to(hidden.dtype), hidden)
+        if cache.write_positions.shape == positions.shape:
+            cache.write_positions.copy_(positions)  # in place: a compiled pass keeps its static addresses
+        else:
+            cache.write_positions = positions.clone()
+        return self._transformer(hidden, cond, positions, cache, modulations)
+
+    def _compiled_jacobi_pass(self, compile_config: CompileConfig) -> Callable[..., torch.Tensor]:
+        compiled = getattr(self, "_ibq_compiled_jacobi", None)
+        if compiled is None or compiled[0] != compile_config:
+            compiled = (compile_config, torch.compile(self._jacobi_pass, **compile_config.to_dict()))
+            self._ibq_compiled_jacobi = compiled
+        return compiled[1]
 
     def _compiled_decode(self, compile_config: CompileConfig) -> Callable[..., torch.Tensor]:
         compiled = getattr(self, "_ibq_compiled_decode", None)

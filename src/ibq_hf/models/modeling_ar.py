@@ -54,7 +54,8 @@ __all__ = [
 def rope_2d_cos_sin(
     positions: torch.Tensor, grid_size: int, head_dim: int, base: float = 10000.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cos/sin of the original 2-D RoPE for sequence ``positions`` [L] → two fp32 tensors [L, head_dim/2].
+    """Cos/sin of the original 2-D RoPE for sequence ``positions`` [L] (or [B, L], a position per row) → two fp32
+    tensors [L, head_dim/2] (or [B, L, head_dim/2]).
 
     Rotation pair ``k < head_dim/4`` turns by ``row·f_k`` and pair ``head_dim/4 + k`` by ``col·f_k`` with
     ``f_k = base^(-k / (head_dim/4))``; image token ``i = p - 1`` sits at ``(i // grid, i % grid)``. Position 0
@@ -65,8 +66,8 @@ def rope_2d_cos_sin(
     index = positions - 1
     row = torch.div(index, grid_size, rounding_mode="floor")
     col = index - row * grid_size
-    angles = torch.cat([row[:, None].float() * freqs, col[:, None].float() * freqs], dim=-1)
-    is_image = (positions > 0)[:, None]
+    angles = torch.cat([row[..., None].float() * freqs, col[..., None].float() * freqs], dim=-1)
+    is_image = (positions > 0)[..., None]
     zero = torch.zeros((), device=positions.device)
     return torch.where(is_image, angles.cos(), zero), torch.where(is_image, angles.sin(), zero)
 
@@ -323,6 +324,9 @@ class IBQARForImageGeneration(IBQARHubMixin, PreTrainedModel, IBQARGenerationMix
         # Reused between `generate` calls (static cache) and compiled decode step; not part of the state dict.
         self._ibq_static_cache: tuple[tuple[Any, ...], StaticCache] | None = None
         self._ibq_compiled_decode: tuple[CompileConfig, Callable[..., torch.Tensor]] | None = None
+        # The same two for speculative Jacobi decoding (`generate(jacobi_window=...)`).
+        self._ibq_jacobi_cache: tuple[tuple[Any, ...], Any] | None = None
+        self._ibq_compiled_jacobi: tuple[CompileConfig, Callable[..., torch.Tensor]] | None = None
         self.post_init()
         # A generation config of its own (not derived from the model config) so that extra fields such as
         # `guidance_schedule` survive save/load; from_pretrained replaces it with the saved one.
@@ -529,7 +533,8 @@ class IBQARForImageGeneration(IBQARHubMixin, PreTrainedModel, IBQARGenerationMix
         cache: Cache | None,
         modulations: tuple[Sequence[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Blocks + adaLN head: embedded sequence [B, L, C] at ``positions`` [L] → logits [B, L, V]."""
+        """Blocks + adaLN head: embedded sequence [B, L, C] at ``positions`` [L] (or [B, L], a position per row)
+        → logits [B, L, V]."""
         return self._transformer_outputs(hidden, cond, positions, cache, modulations)[0]
 
     def _transformer_outputs(
@@ -547,6 +552,8 @@ class IBQARForImageGeneration(IBQARHubMixin, PreTrainedModel, IBQARGenerationMix
         cos, sin = rope_2d_cos_sin(
             positions, self.config.grid_size, self.config.head_dim, self.config.rope_base
         )
+        if positions.ndim == 2:  # a position per row (speculative Jacobi decoding): broadcast over the heads
+            cos, sin = cos[:, None], sin[:, None]
         implementation = "eager" if output_attentions else self.config._attn_implementation
         mask = self._attention_mask(positions, cache, hidden.dtype, implementation)
         all_hidden = [hidden] if output_hidden_states else None
@@ -589,17 +596,19 @@ class IBQARForImageGeneration(IBQARHubMixin, PreTrainedModel, IBQARGenerationMix
 
         Without a cache SDPA uses its causal kernel (``None``). With a cache, slot j of the key tensor holds
         sequence position j (dynamic: K = past + L; static: K = max_cache_len, unwritten slots masked).
+        ``positions`` [B, L] (a position per row, with a per-row cache) gives a mask [B, 1, L, K].
         ``implementation`` defaults to the configured attention implementation.
         """
         sdpa = (implementation or self.config._attn_implementation) == "sdpa"
         if cache is None:
-            if sdpa:
+            if sdpa and positions.ndim == 1:
                 return None
             key_positions = positions
         else:
-            kv_length = cache.get_mask_sizes(positions.shape[0], 0)[0]
+            kv_length = cache.get_mask_sizes(positions.shape[-1], 0)[0]
             key_positions = torch.arange(kv_length, device=positions.device)
-        allowed = (key_positions[None, :] <= positions[:, None])[None, None]
+        allowed = key_positions[..., None, :] <= positions[..., :, None]
+        allowed = allowed[:, None] if allowed.ndim == 3 else allowed[None, None]
         if sdpa:
             return allowed
         return torch.zeros(allowed.shape, dtype=dtype, device=positions.device).masked_fill(
