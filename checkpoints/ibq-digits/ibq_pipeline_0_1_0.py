@@ -409,5 +409,6 @@ from .ibq_configuration_ar_0_1_0 import __name__ as _ibq_configuration_ar_0_1_0 
 from .ibq_generation_ar_0_1_0 import __name__ as _ibq_generation_ar_0_1_0  # noqa: F401
 from .ibq_jacobi_decoding_0_1_0 import __name__ as _ibq_jacobi_decoding_0_1_0  # noqa: F401
 from .ibq_quantizer_0_1_0 import __name__ as _ibq_quantizer_0_1_0  # noqa: F401
+from .ibq_sampling_0_1_0 import __name__ as _ibq_sampling_0_1_0  # noqa: F401
 from .ibq_vanilla_quantizer_0_1_0 import __name__ as _ibq_vanilla_quantizer_0_1_0  # noqa: F401
 from .ibq_vq_blocks_0_1_0 import __name__ as _ibq_vq_blocks_0_1_0  # noqa: F401

@@ -8,8 +8,9 @@ from transformers import CompileConfig, DynamicCache, GenerationConfig, StaticCa
 
 from conftest import TINY_AR_CONFIG
 from ibq_hf.models.configuration_ar import IBQARConfig
-from ibq_hf.models.generation_ar import _sample_from_probs, build_logits_processor
+from ibq_hf.models.generation_ar import build_logits_processor
 from ibq_hf.models.modeling_ar import IBQARForImageGeneration
+from ibq_hf.models.sampling import sample_from_probs
 
 TINY = TINY_AR_CONFIG
 NULL = 10
@@ -231,11 +232,11 @@ def test_single_generator_and_global_seed_are_reproducible(model) -> None:
 def test_inverse_cdf_draw_follows_the_distribution() -> None:
     probs = torch.tensor([[0.1, 0.0, 0.6, 0.3, 0.0]])
     u = torch.rand(40000, generator=torch.Generator().manual_seed(0))
-    ids = _sample_from_probs(probs.expand(40000, -1), u)
+    ids = sample_from_probs(probs.expand(40000, -1), u)
     counts = torch.bincount(ids, minlength=5).double() / 40000
     assert counts[1] == 0 and counts[4] == 0
     torch.testing.assert_close(counts, probs[0].double(), atol=0.01, rtol=0)
-    edge = _sample_from_probs(probs, torch.tensor([0.9999999]))
+    edge = sample_from_probs(probs, torch.tensor([0.9999999]))
     assert edge.item() == 3
 
 

@@ -694,4 +694,5 @@ class IBQARForImageGeneration(IBQARHubMixin, PreTrainedModel, IBQARGenerationMix
 
 # diffusers copies only the files a module imports itself; these complete the set it needs.
 from .ibq_jacobi_decoding_0_1_0 import __name__ as _ibq_jacobi_decoding_0_1_0  # noqa: F401
+from .ibq_sampling_0_1_0 import __name__ as _ibq_sampling_0_1_0  # noqa: F401
 from .ibq_remote_code_0_1_0 import __name__ as _ibq_remote_code_0_1_0  # noqa: F401

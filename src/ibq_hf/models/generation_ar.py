@@ -40,6 +40,7 @@ from transformers.generation.logits_process import (
 from transformers.utils import ModelOutput
 
 from .jacobi_decoding import jacobi_decode
+from .sampling import sample_from_probs
 
 if TYPE_CHECKING:
     from transformers.generation.streamers import BaseStreamer
@@ -292,18 +293,6 @@ def build_logits_processor(
     if logits_processor is not None:
         processors.extend(logits_processor)
     return processors
-
-
-def _sample_from_probs(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-    """Categorical draw by inverse CDF: probs [B, V], uniforms [B] in [0, 1) → ids [B].
-
-    One uniform per sample keeps each row's randomness in its own generator; a zero-probability id is never
-    returned (its CDF step is empty).
-    """
-    cdf = probs.cumsum(dim=-1)
-    target = uniforms[:, None].to(cdf.dtype) * cdf[:, -1:]
-    ids = torch.searchsorted(cdf, target, right=True)
-    return ids.clamp_(max=probs.shape[-1] - 1)[:, 0]
 
 
 def _check_generator(generator: Any, batch: int) -> list[torch.Generator]:
@@ -671,7 +660,7 @@ class IBQARGenerationMixin(GenerationMixin):
             )
         if uniforms is None:
             return logits.argmax(dim=-1)
-        return _sample_from_probs(torch.softmax(logits, dim=-1), uniforms)
+        return sample_from_probs(torch.softmax(logits, dim=-1), uniforms)
 
     def _draw_uniforms(
         self, generator: torch.Generator | Sequence[torch.Generator] | None, batch: int, num_steps: int

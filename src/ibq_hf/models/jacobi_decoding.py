@@ -44,6 +44,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers.cache_utils import Cache, StaticLayer
 
+from .sampling import sample_from_probs
+
 if TYPE_CHECKING:
     from transformers.generation.logits_process import LogitsProcessorList
     from transformers.generation.streamers import BaseStreamer
@@ -136,14 +138,6 @@ def residual_distribution(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return torch.where(empty, p, residual)
 
 
-def _sample_from_probs(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-    """Inverse-CDF draw: (unnormalized) probs [..., V], uniforms [...] in [0, 1) → ids [...]."""
-    cdf = probs.cumsum(dim=-1)
-    target = uniforms[..., None].to(cdf.dtype) * cdf[..., -1:]
-    ids = torch.searchsorted(cdf, target, right=True)
-    return ids.clamp_(max=probs.shape[-1] - 1)[..., 0]
-
-
 # --------------------------------------------------------------------------------------------------------------
 # The loop
 # --------------------------------------------------------------------------------------------------------------
@@ -221,7 +215,7 @@ def jacobi_decode(
         first_q = None
     else:
         first_q = torch.full((batch, window, vocab), 1.0 / vocab, device=device)
-        first = _sample_from_probs(first_q, uniforms[:, 0, :window])
+        first = sample_from_probs(first_q, uniforms[:, 0, :window])
     rows = _Rows(
         sample=torch.arange(batch, device=device),
         accepted=torch.zeros(batch, dtype=torch.long, device=device),
@@ -284,7 +278,7 @@ def jacobi_decode(
             p_at = probs.gather(1, at[..., None].expand(-1, 1, vocab))[:, 0]
             q_at = rows.draft_probs.gather(1, at.clamp(max=window - 1)[..., None].expand(-1, 1, vocab))[:, 0]
             source = torch.where((num_accepted < window)[:, None], residual_distribution(p_at, q_at), p_at)
-            next_ids = _sample_from_probs(source, block[:, window])
+            next_ids = sample_from_probs(source, block[:, window])
         produced = torch.cat([rows.drafts, rows.drafts[:, :1]], dim=1).scatter(1, at, next_ids[:, None])
         count = torch.minimum(num_accepted + 1, remaining)
         write = rows.accepted[:, None] + offsets
@@ -300,7 +294,7 @@ def jacobi_decode(
             draft_probs = None
         else:
             draft_probs = probs.gather(1, source_index[..., None].expand(-1, -1, vocab))
-            drafts = _sample_from_probs(draft_probs, block[:, window + 1 :])
+            drafts = sample_from_probs(draft_probs, block[:, window + 1 :])
         finished_now = live & (count >= remaining)
         accepted = rows.accepted + torch.where(live, count, torch.zeros_like(count))
         last = torch.where(live, produced.gather(1, (count - 1).clamp(min=0)[:, None])[:, 0], rows.last)
