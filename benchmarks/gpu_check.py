@@ -126,6 +126,7 @@ def digits_model(device: torch.device, dtype: torch.dtype = torch.float32) -> An
     return model.eval().to(device, dtype)
 
 
+@torch.no_grad()
 def guided_logits(model: Any, tokens: torch.Tensor, labels: torch.Tensor, scale: float) -> torch.Tensor:
     """Teacher-forced guided logits [B, N, V] (fp32) that predict ``tokens`` [B, N] with constant CFG."""
     device = model.device
@@ -398,13 +399,12 @@ def _finite_losses(history: list[dict[str, Any]]) -> dict[str, float]:
 
 def check_f(args: argparse.Namespace, device: torch.device, budget: Callable[[], float]) -> dict[str, Any]:
     from tokenizer import QUICK_ARCH
-    from training import _collate_images, _common_args, _Rows
+    from transformers import TrainerCallback
 
     from ibq_hf.models.configuration_ar import IBQARConfig
     from ibq_hf.models.modeling_ar import IBQARForImageGeneration
     from ibq_hf.training.ar_trainer import ARCodesCollator, IBQARTrainer, IBQARTrainingArguments
-
-    from transformers import TrainerCallback
+    from training import _collate_images, _common_args, _Rows
 
     class _StopAfterFirstStep(TrainerCallback):
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
