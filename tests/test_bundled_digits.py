@@ -43,6 +43,7 @@ def test_bundled_pipeline_loads_offline(pipe):
     assert image.size == (32, 32)
 
 
+@pytest.mark.slow  # 200 samples + an SVC (~2.5 s); `bash scripts/main.sh` draws every digit too
 def test_samples_are_the_requested_digit(pipe):
     """≥ 90 % of samples (10 per digit, default settings) are classified as the requested digit by an SVC
     trained on the real scikit-learn digits, which never saw the IBQ models."""

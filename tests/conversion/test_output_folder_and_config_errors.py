@@ -91,7 +91,10 @@ def test_non_empty_output_is_refused_before_any_work(kind, checkpoint, tmp_path)
     assert files(out) == before
 
 
-@pytest.mark.parametrize("kind", ["tokenizer", "ar", "pipeline"])
+@pytest.mark.parametrize(
+    "kind",
+    ["tokenizer", "ar", pytest.param("pipeline", marks=pytest.mark.slow)],  # pipeline: both halves, ~2 s
+)
 def test_overwrite_leaves_exactly_the_new_artefact(kind, checkpoint, tmp_path):
     fresh, out = tmp_path / "fresh", tmp_path / "out"
     convert(kind, checkpoint, fresh)

@@ -62,6 +62,7 @@ def test_fid_of_a_set_with_itself_and_against_numpy(fid_inception):
     assert ours > 10  # different photos are far apart
 
 
+@pytest.mark.slow  # writes and reloads the 87 MB Inception weights in three formats (~2.6 s); default-suite budget
 def test_state_dict_files_roundtrip(tmp_path, fid_inception):
     """pytorch-fid-style .pth (old files lack num_batches_tracked) and .safetensors with a classifier load."""
     from safetensors.torch import save_file

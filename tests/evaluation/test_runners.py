@@ -75,6 +75,7 @@ def test_sampling_is_independent_of_batching(tmp_path, digits_pipe):
     assert image_seed(5, 0) != image_seed(5, 1) != image_seed(6, 0)
 
 
+@pytest.mark.slow  # samples and Inception features end to end (~2.1 s); default-suite budget
 def test_generation_metrics_plumbing(tmp_path, digits_pipe):
     """FID/IS/precision/recall of digit samples vs real digits with a stand-in feature network."""
     from sklearn.datasets import load_digits

@@ -686,6 +686,7 @@ def test_api_accepts_class_names(app_module):
     assert "or a class name (e.g. 'toilet tissue')" in description["additional_description"]
 
 
+@pytest.mark.slow  # drives every control through Gradio's preprocessing (~2.2 s); default-suite budget
 def test_controls_offer_only_valid_values(blocks):
     """Every control's lowest and highest value generates (guidance 0 … 1 always failed in the model)."""
     generate = _endpoint(blocks, "generate")

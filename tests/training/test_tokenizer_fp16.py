@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from conftest import TINY_TOKENIZER_CONFIG
@@ -72,6 +73,7 @@ def test_fp16_overflow_skips_the_discriminator_step(tmp_path, one_thread):
     assert all(torch.isfinite(v).all() for v in g_after.values())
 
 
+@pytest.mark.slow  # two fp16 trainer steps (~2.2 s); default-suite budget
 def test_fp16_discriminator_steps_on_unscaled_gradients(tmp_path, one_thread):
     """Without overflow D's optimiser sees the true gradients (divided back by the loss scale)."""
 
