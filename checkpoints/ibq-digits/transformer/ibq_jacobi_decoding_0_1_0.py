@@ -226,9 +226,10 @@ def jacobi_decode(
     )
     tokens = torch.zeros(batch, num_steps + width, dtype=torch.long, device=device)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
-    passes_per_sample = torch.zeros(batch, dtype=torch.long)
-    verified = torch.zeros(window, dtype=torch.long)
-    accepted_count = torch.zeros(window, dtype=torch.long)
+    # Statistics stay on the device (no host sync per pass); they move to the CPU once, at the end.
+    passes_per_sample = torch.zeros(batch, dtype=torch.long, device=device)
+    verified = torch.zeros(window, dtype=torch.long, device=device)
+    accepted_count = torch.zeros(window, dtype=torch.long, device=device)
     emitted = 0
     num_passes = 0
 
@@ -243,7 +244,7 @@ def jacobi_decode(
             torch.compiler.cudagraph_mark_step_begin()
         logits = pass_fn(feed_ids, feed_positions, cond, cache, modulations).float()  # [R, L+1, V]
         num_passes += 1
-        passes_per_sample[rows.sample[live].cpu()] += 1
+        passes_per_sample[rows.sample] += live.long()
 
         # Target distributions of tokens n … n+L.
         if two_halves:
@@ -268,8 +269,8 @@ def jacobi_decode(
         num_accepted = leading.sum(dim=1)  # m [A]
         reached = torch.cat([torch.ones_like(leading[:, :1]), leading[:, :-1]], dim=1).bool()
         reached &= offsets[None, :window] < remaining[:, None]
-        verified += (reached & live[:, None]).sum(dim=0).cpu()
-        accepted_count += (reached & accept & live[:, None]).sum(dim=0).cpu()
+        verified += (reached & live[:, None]).sum(dim=0)
+        accepted_count += (reached & accept & live[:, None]).sum(dim=0)
 
         # The token at the first rejection (or the free token after a fully accepted window).
         at = num_accepted[:, None]
@@ -282,11 +283,9 @@ def jacobi_decode(
             next_ids = sample_from_probs(source, block[:, window])
         produced = torch.cat([rows.drafts, rows.drafts[:, :1]], dim=1).scatter(1, at, next_ids[:, None])
         count = torch.minimum(num_accepted + 1, remaining)
+        # Positions past the produced ones get stand-ins; the next pass rewrites them before anything reads them.
         write = rows.accepted[:, None] + offsets
-        new_tokens = torch.where(
-            offsets[None] < count[:, None], produced, tokens[rows.sample[:, None], write]
-        )
-        tokens[rows.sample[live][:, None], write[live]] = new_tokens[live]
+        tokens[rows.sample[live][:, None], write[live]] = produced[live]
 
         # The Jacobi update: next drafts from this pass's distributions, shifted past the produced tokens.
         source_index = (num_accepted[:, None] + 1 + offsets[None, :window]).clamp(max=window)
@@ -315,7 +314,7 @@ def jacobi_decode(
             rows, cond, modulations = _drop_rows(rows, done, cond, modulations, cache, settings, num_steps)
     if streamer is not None:
         streamer.end()
-    statistics = JacobiStatistics(num_passes, passes_per_sample, verified, accepted_count)
+    statistics = JacobiStatistics(num_passes, passes_per_sample.cpu(), verified.cpu(), accepted_count.cpu())
     return tokens[:, :num_steps].contiguous(), statistics
 
 

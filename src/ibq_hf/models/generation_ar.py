@@ -454,16 +454,18 @@ class IBQARGenerationMixin(GenerationMixin):
             )
         )
         _check_streamer(streamer)
-        processors = build_logits_processor(
-            settings.do_sample, settings.temperature, settings.top_k, settings.top_p, logits_processor
+        # The built-in warpers ignore `input_ids`; the user's processors may not, so SJD runs them per position.
+        warpers = build_logits_processor(
+            settings.do_sample, settings.temperature, settings.top_k, settings.top_p
         )
+        user_processors = list(logits_processor) if logits_processor is not None else []
         labels = self._as_class_labels(class_labels, allow_null=False)
         batch = labels.shape[0]
         if generator is not None and not isinstance(generator, torch.Generator):
             _check_generator(generator, batch)  # also when greedy decoding ignores it
         num_steps = self.config.num_image_tokens
         window = min(settings.jacobi_window, num_steps - 1)
-        has_user_processors = logits_processor is not None and len(logits_processor) > 0
+        has_user_processors = len(user_processors) > 0
 
         was_training = self.training
         self.eval()
@@ -480,10 +482,8 @@ class IBQARGenerationMixin(GenerationMixin):
                     settings,
                     window,
                     uniforms,
-                    build_logits_processor(
-                        settings.do_sample, settings.temperature, settings.top_k, settings.top_p
-                    ),
-                    list(logits_processor) if has_user_processors else None,
+                    warpers,
+                    user_processors or None,
                     check_finite=has_user_processors,
                     streamer=streamer,
                     step_callback=step_callback,
@@ -498,7 +498,7 @@ class IBQARGenerationMixin(GenerationMixin):
                     labels,
                     settings,
                     uniforms,
-                    processors,
+                    LogitsProcessorList([*warpers, *user_processors]),
                     check_finite=has_user_processors,
                     streamer=streamer,
                     step_callback=step_callback,
