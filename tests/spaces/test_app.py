@@ -260,6 +260,7 @@ def test_generate_with_a_jacobi_window_equals_the_pipeline(demo, digits_pipe):
     assert not all(np.array_equal(a, b) for a, b in zip(windowed, sequential, strict=True))
 
 
+@pytest.mark.slow  # builds a second demo around a 2×2-grid model (~1.2 s); default-suite budget
 def test_jacobi_window_is_capped_by_the_token_count(app_module):
     """A model with few tokens offers windows up to its token count − 1 (here a 2×2 grid: 3)."""
     torch.manual_seed(0)

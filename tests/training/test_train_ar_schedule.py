@@ -84,6 +84,7 @@ def _on_the_fly(tok_dir: Path, out: Path, *source: str) -> list[str]:
             "--shuffle_buffer_size", "0"]  # fmt: skip
 
 
+@pytest.mark.slow  # a short on-the-fly training run (~2.2 s); default-suite budget
 def test_on_the_fly_has_the_warm_up_and_epochs(tmp_path, tiny_tokenizer, one_thread):
     """The image path uses the same schedule: an imagefolder of 8 images at batch 4 → 2 steps per epoch."""
     tok_dir = tmp_path / "tok"
